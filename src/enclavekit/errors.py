@@ -1,0 +1,358 @@
+"""Every error enclavekit raises, named after what went wrong.
+
+::
+
+    EnclaveKitError
+    ├─ InvalidStructure (ValueError)   bytes that do not parse (size, header, reserved)
+    ├─ SGXError                        a leaf returned an SGX code (.leaf, .code, .sgx_name)
+    │   ├─ InvalidSigStruct (1)        InvalidAttribute (2)    BlockState (3)
+    │   ├─ InvalidMeasurement (4)      NotBlockable (5)        PageInvalid (6)
+    │   ├─ EPCPageConflict (7)         InvalidSignature (8)    MACCompareFail (9)
+    │   ├─ PageNotBlocked (10)         NotTracked (11)         VASlotOccupied (12)
+    │   ├─ ChildPresent (13)           EnclaveAct (14)         EntryEpochLocked (15)
+    │   ├─ InvalidEInitToken (16)      PrevTrackIncomplete (17)
+    │   ├─ PageIsSECS (18)             PageAttributesMismatch (19)
+    │   ├─ PageNotModifiable (20)      PageNotDebuggable (21)
+    │   └─ InvalidCPUSVN (0x20)        InvalidISVSVN (0x40)    UnmaskedEvent (0x80)
+    │      InvalidKeyname (0x100)
+    ├─ SGXFault (.vector "#GP" / "#PF")  an instruction faulted instead of returning a code
+    ├─ EPCExhausted                    no free EPC page; evict one first
+    ├─ EnclaveLost                     EPC integrity broke or the platform lost power
+    ├─ IntegrityError                  a tampered sealed blob, protected file or channel message
+    ├─ EcallError
+    │   ├─ UnknownEcall
+    │   └─ EcallArgumentError (TypeError)
+    ├─ ManifestError (ValueError)
+    ├─ SigningKeyError (ValueError)
+    ├─ DeviceError
+    │   ├─ DeviceUnavailable (ConnectionError)
+    │   └─ ProtocolError
+    ├─ AttestationError
+    │   ├─ QuoteFormatError (ValueError)
+    │   ├─ CertificateChainError
+    │   ├─ CollateralExpired
+    │   └─ PolicyError
+    └─ KeyReleaseError
+        ├─ ReleasePolicyNotSatisfied
+        └─ KeyNotFound
+
+Messages are one line and say what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EnclaveKitError(Exception):
+    """Base class of every error enclavekit raises on purpose."""
+
+
+class InvalidStructure(EnclaveKitError, ValueError):
+    """A buffer does not parse as the named structure."""
+
+    def __init__(self, structure: str, detail: str) -> None:
+        super().__init__(f"{structure}: {detail}")
+        self.structure = structure
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- SGX codes
+
+
+class SGXError(EnclaveKitError):
+    """An emulated leaf function returned an architectural SGX error code (SDM RAX value)."""
+
+    code: ClassVar[int] = 0
+    sgx_name: ClassVar[str] = "SGX_SUCCESS"
+
+    def __init__(self, leaf: str, detail: str) -> None:
+        super().__init__(f"{leaf}: {self.sgx_name} ({self.code:#x}): {detail}")
+        self.leaf = leaf
+        self.detail = detail
+
+
+class InvalidSigStruct(SGXError):
+    """EINIT: SIGSTRUCT header, vendor, exponent or a reserved field is not as SGX requires."""
+
+    code = 1
+    sgx_name = "SGX_INVALID_SIG_STRUCT"
+
+
+class InvalidAttribute(SGXError):
+    """EINIT/EGETKEY: ATTRIBUTES or MISCSELECT do not satisfy SIGSTRUCT or the key's access rule."""
+
+    code = 2
+    sgx_name = "SGX_INVALID_ATTRIBUTE"
+
+
+class BlockState(SGXError):
+    """EBLOCK: the page is already blocked (informational)."""
+
+    code = 3
+    sgx_name = "SGX_BLKSTATE"
+
+
+class InvalidMeasurement(SGXError):
+    """EINIT: SIGSTRUCT.ENCLAVEHASH differs from the MRENCLAVE that was built."""
+
+    code = 4
+    sgx_name = "SGX_INVALID_MEASUREMENT"
+
+
+class NotBlockable(SGXError):
+    """EBLOCK: the page type cannot be blocked."""
+
+    code = 5
+    sgx_name = "SGX_NOTBLOCKABLE"
+
+
+class PageInvalid(SGXError):
+    """EBLOCK and others: the EPC page is not valid."""
+
+    code = 6
+    sgx_name = "SGX_PG_INVLD"
+
+
+class EPCPageConflict(SGXError):
+    """The page is in use by another SGX instruction."""
+
+    code = 7
+    sgx_name = "SGX_EPC_PAGE_CONFLICT"
+
+
+class InvalidSignature(SGXError):
+    """EINIT: the SIGSTRUCT RSA signature (or Q1/Q2) does not verify."""
+
+    code = 8
+    sgx_name = "SGX_INVALID_SIGNATURE"
+
+
+class MACCompareFail(SGXError):
+    """ELDU/ELDB: the evicted page, its PCMD or its version do not authenticate."""
+
+    code = 9
+    sgx_name = "SGX_MAC_COMPARE_FAIL"
+
+
+class PageNotBlocked(SGXError):
+    """EWB: the page was not blocked with EBLOCK first."""
+
+    code = 10
+    sgx_name = "SGX_PAGE_NOT_BLOCKED"
+
+
+class NotTracked(SGXError):
+    """EWB: no ETRACK cycle completed since the page was blocked."""
+
+    code = 11
+    sgx_name = "SGX_NOT_TRACKED"
+
+
+class VASlotOccupied(SGXError):
+    """EWB: the Version Array slot already held a version (it was overwritten)."""
+
+    code = 12
+    sgx_name = "SGX_VA_SLOT_OCCUPIED"
+
+
+class ChildPresent(SGXError):
+    """EWB/EREMOVE of a SECS that still has pages in the EPC."""
+
+    code = 13
+    sgx_name = "SGX_CHILD_PRESENT"
+
+
+class EnclaveAct(SGXError):
+    """EREMOVE: a thread is executing inside the enclave."""
+
+    code = 14
+    sgx_name = "SGX_ENCLAVE_ACT"
+
+
+class EntryEpochLocked(SGXError):
+    """EBLOCK: the entry epoch is locked."""
+
+    code = 15
+    sgx_name = "SGX_ENTRYEPOCH_LOCKED"
+
+
+class InvalidEInitToken(SGXError):
+    """EINIT: the launch token is invalid or the signer is not allowed to launch."""
+
+    code = 16
+    sgx_name = "SGX_INVALID_EINITTOKEN"
+
+
+class PrevTrackIncomplete(SGXError):
+    """ETRACK: the previous tracking cycle has not completed."""
+
+    code = 17
+    sgx_name = "SGX_PREV_TRK_INCMPL"
+
+
+class PageIsSECS(SGXError):
+    """EBLOCK: the page is a SECS."""
+
+    code = 18
+    sgx_name = "SGX_PG_IS_SECS"
+
+
+class PageAttributesMismatch(SGXError):
+    """EACCEPT: the EPCM does not match the given SECINFO."""
+
+    code = 19
+    sgx_name = "SGX_PAGE_ATTRIBUTES_MISMATCH"
+
+
+class PageNotModifiable(SGXError):
+    """EMODPR/EMODT: the page is pending or modified."""
+
+    code = 20
+    sgx_name = "SGX_PAGE_NOT_MODIFIABLE"
+
+
+class PageNotDebuggable(SGXError):
+    """EDBGRD/EDBGWR on a page of a production (non-DEBUG) enclave."""
+
+    code = 21
+    sgx_name = "SGX_PAGE_NOT_DEBUGGABLE"
+
+
+class InvalidCPUSVN(SGXError):
+    """EGETKEY/EINIT: the requested CPUSVN is beyond the platform's current CPUSVN."""
+
+    code = 0x20
+    sgx_name = "SGX_INVALID_CPUSVN"
+
+
+class InvalidISVSVN(SGXError):
+    """EGETKEY: the requested ISVSVN or CONFIGSVN is above the enclave's own."""
+
+    code = 0x40
+    sgx_name = "SGX_INVALID_ISVSVN"
+
+
+class UnmaskedEvent(SGXError):
+    """EINIT was interrupted; retry."""
+
+    code = 0x80
+    sgx_name = "SGX_UNMASKED_EVENT"
+
+
+class InvalidKeyname(SGXError):
+    """EGETKEY: KEYREQUEST.KEYNAME is not a known key."""
+
+    code = 0x100
+    sgx_name = "SGX_INVALID_KEYNAME"
+
+
+SGX_ERRORS: dict[int, type[SGXError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidSigStruct, InvalidAttribute, BlockState, InvalidMeasurement, NotBlockable,
+        PageInvalid, EPCPageConflict, InvalidSignature, MACCompareFail, PageNotBlocked,
+        NotTracked, VASlotOccupied, ChildPresent, EnclaveAct, EntryEpochLocked,
+        InvalidEInitToken, PrevTrackIncomplete, PageIsSECS, PageAttributesMismatch,
+        PageNotModifiable, PageNotDebuggable, InvalidCPUSVN, InvalidISVSVN, UnmaskedEvent,
+        InvalidKeyname,
+    )
+}
+"""Architectural code → exception class, so a code sent over a wire re-raises the same class."""
+
+
+def sgx_error(code: int, leaf: str, detail: str) -> SGXError:
+    """Build the exception for an SGX return code (unknown codes become a plain SGXError)."""
+    cls = SGX_ERRORS.get(code)
+    if cls is None:
+        return SGXError(leaf, f"unknown SGX code {code:#x}: {detail}")
+    return cls(leaf, detail)
+
+
+class SGXFault(EnclaveKitError):
+    """An emulated instruction faulted (#GP or #PF) instead of returning an SGX code."""
+
+    def __init__(self, leaf: str, vector: str, detail: str) -> None:
+        super().__init__(f"{leaf}: {vector} fault: {detail}")
+        self.leaf = leaf
+        self.vector = vector
+        self.detail = detail
+
+
+class EPCExhausted(EnclaveKitError):
+    """Every EPC page is in use; a page must be evicted (EWB) before another can be added."""
+
+
+class EnclaveLost(EnclaveKitError):
+    """The enclave can no longer run: its EPC integrity broke or the platform lost power."""
+
+
+class IntegrityError(EnclaveKitError):
+    """A sealed blob, protected file or channel message was tampered with or is not ours."""
+
+
+# --------------------------------------------------------------------------- upper layers
+
+
+class EcallError(EnclaveKitError):
+    """An ecall could not be made or failed inside the enclave."""
+
+
+class UnknownEcall(EcallError):
+    """The named ecall is not declared by the enclave."""
+
+
+class EcallArgumentError(EcallError, TypeError):
+    """Ecall arguments do not match the declared signature or do not decode."""
+
+
+class ManifestError(EnclaveKitError, ValueError):
+    """An enclave manifest is missing, malformed or inconsistent."""
+
+
+class SigningKeyError(EnclaveKitError, ValueError):
+    """A signing key cannot be used for SGX (not RSA-3072, exponent not 3, unreadable)."""
+
+
+class DeviceError(EnclaveKitError):
+    """The SGX device service could not serve a request."""
+
+
+class DeviceUnavailable(DeviceError, ConnectionError):
+    """The SGX device service is not running or cannot be reached."""
+
+
+class ProtocolError(DeviceError):
+    """A device-protocol message is malformed, of an unknown version or out of order."""
+
+
+class AttestationError(EnclaveKitError):
+    """Evidence (report, quote, collateral, token) cannot be evaluated."""
+
+
+class QuoteFormatError(AttestationError, ValueError):
+    """A quote does not parse."""
+
+
+class CertificateChainError(AttestationError):
+    """A certificate chain does not lead to a trusted root, or a certificate is revoked."""
+
+
+class CollateralExpired(AttestationError):
+    """Collateral is outside its validity window at the verification time."""
+
+
+class PolicyError(AttestationError):
+    """An attestation policy does not parse or cannot be evaluated."""
+
+
+class KeyReleaseError(EnclaveKitError):
+    """A key-release request was refused."""
+
+
+class ReleasePolicyNotSatisfied(KeyReleaseError):
+    """The attestation token does not satisfy the key's release policy."""
+
+
+class KeyNotFound(KeyReleaseError):
+    """No key of that name (and version) exists."""
