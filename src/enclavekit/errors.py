@@ -356,3 +356,7 @@ class ReleasePolicyNotSatisfied(KeyReleaseError):
 
 class KeyNotFound(KeyReleaseError):
     """No key of that name (and version) exists."""
+
+
+class UnknownVMSize(EnclaveKitError, ValueError):
+    """No VM size of that name is in the catalogue."""

@@ -1,0 +1,1 @@
+"""Confidential VMs: the size catalogue, platform identity and the device service."""
