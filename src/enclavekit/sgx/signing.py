@@ -126,9 +126,7 @@ class SigningKey:
 
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise SigningKeyError(
-                f"SIGSTRUCT: key is {type(key).__name__}, SGX requires RSA-3072"
-            )
+            raise SigningKeyError(f"SIGSTRUCT: key is {type(key).__name__}, SGX requires RSA-3072")
         _check_public(key.public_key())
         self._key = key
 
@@ -149,9 +147,7 @@ class SigningKey:
         """
         pem, name = _read(source)
         if _is_public_pem(pem):
-            raise SigningKeyError(
-                f"{name}: found a public key; signing needs the private key"
-            )
+            raise SigningKeyError(f"{name}: found a public key; signing needs the private key")
         secret = password.encode() if isinstance(password, str) else password
         try:
             key = serialization.load_pem_private_key(pem, password=secret)
@@ -164,9 +160,7 @@ class SigningKey:
                 raise SigningKeyError(f"{name}: wrong password or damaged key") from exc
             raise SigningKeyError(f"{name}: not a readable PEM private key") from exc
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise SigningKeyError(
-                f"{name}: key is {type(key).__name__}, SGX requires RSA-3072"
-            )
+            raise SigningKeyError(f"{name}: key is {type(key).__name__}, SGX requires RSA-3072")
         return cls(key)
 
     @property
