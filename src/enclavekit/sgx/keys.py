@@ -155,7 +155,7 @@ class FusedSecrets:
         return cls(root=os.urandom(16), seal_fuses=os.urandom(16), owner_epoch=os.urandom(16))
 
     def to_bytes(self) -> bytes:
-        """Persistent form (56 B): ``EKFUSED\\0``, version u16 = 1, 6 zero bytes, the secrets."""
+        """Persistent form (64 B): ``EKFUSED\\0``, version u16 = 1, 6 zero bytes, the secrets."""
         return _FUSED.pack(
             _FUSED_MAGIC, _FUSED_VERSION, bytes(6), self.root, self.seal_fuses, self.owner_epoch
         )
