@@ -360,3 +360,15 @@ class KeyNotFound(KeyReleaseError):
 
 class UnknownVMSize(EnclaveKitError, ValueError):
     """No VM size of that name is in the catalogue."""
+
+
+class VMError(EnclaveKitError):
+    """A confidential VM cannot be created, found or used."""
+
+
+class VMNotFound(VMError, LookupError):
+    """No VM of that name exists in the data directory."""
+
+
+class VMExists(VMError):
+    """A VM of that name already exists."""
