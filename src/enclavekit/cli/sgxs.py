@@ -11,9 +11,14 @@ def sgxs_group() -> None:
 
 
 @sgxs_group.command("measure")
-def measure() -> None:
-    """Print the MRENCLAVE of an SGXS file as lowercase hex (TO BE IMPLEMENTED)."""
-    raise click.ClickException("not implemented yet")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def measure(file: str) -> None:
+    """Print the MRENCLAVE of the SGXS stream FILE as lowercase hex."""
+    from pathlib import Path
+
+    from ..sgx.sgxs import measure_sgxs
+
+    click.echo(measure_sgxs(Path(file).read_bytes()).hex())
 
 
 @sgxs_group.command("sign")
