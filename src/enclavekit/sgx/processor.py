@@ -601,6 +601,8 @@ class Processor:
             (and what EBLOCK / EWB raise)
         """
         entry = self._entry("EWB", epc_page)
+        if entry.valid and entry.owner is not None:
+            entry.owner.check_alive()
         va_page, slot = self._take_slot(exclude=epc_page)
         try:
             if entry.valid and entry.page_type in _CHILD_TYPES:
@@ -842,6 +844,15 @@ class Processor:
         for va_page, free in self._helper_slots.items():
             if free and va_page != exclude:
                 return va_page, free.pop()
+        for va_page, entry in enumerate(self._entries):  # adopt VA pages the OS made with EPA
+            if (entry.valid and entry.page_type == _VA_T and va_page != exclude
+                    and va_page not in self._helper_slots and va_page not in self._poisoned_va):
+                slots = self._load("EWB", va_page, entry)
+                free = [i for i in range(VA_SLOTS_PER_PAGE - 1, -1, -1)
+                        if not VA_SLOT.unpack_from(slots, i * 8)[0]]
+                self._helper_slots[va_page] = free
+                if free:
+                    return va_page, free.pop()
         if not self._epc.free_count():
             n = self._epc.size
             raise EPCExhausted(f"EPC is full: {n} of {n} pages in use and no VA slot is free "
