@@ -85,6 +85,26 @@ def test_ep1_loading_the_same_blob_twice_is_refused() -> None:
     assert proc.edbgrd(s, BASE, 4096) == page(0)
 
 
+@given(rounds=st.integers(2, 5), data=st.data())
+def test_ep1_any_older_copy_is_refused(rounds: int, data: st.DataObject) -> None:
+    """Evict/reload the same page ``rounds`` times (its contents changing in between); every
+    copy but the newest is refused through the newest copy's slot, which stays usable."""
+    proc = cpu(16)
+    s = enclave(proc, 1)
+    copies = []
+    for r in range(rounds):
+        copies.append(proc.evict(proc.pages_of(s)[BASE]))
+        if r < rounds - 1:
+            proc.reload(copies[-1])
+            proc.edbgwr(s, BASE, f"round {r}".encode())
+    newest = copies[-1]
+    old = copies[data.draw(st.integers(0, rounds - 2))]
+    with pytest.raises(MACCompareFail):
+        _reload(proc, s, old, va_page=newest.va_page, slot=newest.slot)
+    proc.reload(newest)
+    assert proc.edbgrd(s, BASE, 7) == f"round {rounds - 2}".encode()
+
+
 # ----------------------------------------------------------------------------- EP-2 relocation
 
 

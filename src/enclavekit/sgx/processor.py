@@ -26,7 +26,6 @@ from ..errors import (
     EnclaveAct,
     EnclaveLost,
     EPCExhausted,
-    InvalidStructure,
     NotBlockable,
     NotTracked,
     PageInvalid,
@@ -37,15 +36,14 @@ from ..errors import (
     SGXFault,
 )
 from . import keys
+from .build_checks import check_secinfo, check_secs, check_tcs
 from .consts import (
     EEXTEND_CHUNK,
     PAGE_SIZE,
     SECINFO_PT_SHIFT,
     SECINFO_RWX,
     VA_SLOTS_PER_PAGE,
-    XFRM_LEGACY,
     AttributeFlags,
-    MiscSelect,
     PageType,
     SecInfoFlags,
     secinfo_flags,
@@ -55,7 +53,7 @@ from .epc import EPC, EPCMEntry
 from .keys import EnclaveIdentity, FusedSecrets
 from .launch import check_einit
 from .paging import PCMD_LAYOUT, VA_SLOT, PagingCrypto
-from .structs import PCMD, SECS, TCS, EInitToken, KeyRequest, Report, SecInfo, SigStruct, TargetInfo
+from .structs import PCMD, SECS, EInitToken, KeyRequest, Report, SecInfo, SigStruct, TargetInfo
 
 _SECS_T = int(PageType.PT_SECS)
 _TCS_T = int(PageType.PT_TCS)
@@ -63,18 +61,9 @@ _REG_T = int(PageType.PT_REG)
 _VA_T = int(PageType.PT_VA)
 _CHILD_TYPES = frozenset((_REG_T, _TCS_T, int(PageType.PT_TRIM), int(PageType.PT_SS_FIRST),
                           int(PageType.PT_SS_REST)))
-_STATE_BITS = int(SecInfoFlags.PENDING | SecInfoFlags.MODIFIED | SecInfoFlags.PR)
 _SECINFO = struct.Struct("<Q56x")
 _RSVD = bytes(40)
 _PAGE_MASK = ~(PAGE_SIZE - 1)
-_SUPPORTED_MISC = int(MiscSelect.EXINFO | MiscSelect.CPINFO)
-_KNOWN_FLAGS = int(
-    AttributeFlags.INIT | AttributeFlags.DEBUG | AttributeFlags.MODE64BIT
-    | AttributeFlags.PROVISIONKEY | AttributeFlags.EINITTOKEN_KEY | AttributeFlags.CET
-    | AttributeFlags.KSS | AttributeFlags.AEXNOTIFY
-)
-_TCS_FLAGS_ALLOWED = 0x3  # DBGOPTIN, AEXNOTIFY
-_DBGOPTIN = 0x1
 _ZERO_PAGE = bytes(PAGE_SIZE)
 
 
@@ -205,7 +194,7 @@ class Processor:
         """
         if not isinstance(secs, SECS):
             raise SGXFault("ECREATE", "#GP", f"expected a SECS, found {type(secs).__name__}")
-        _check_secs(secs)
+        check_secs(secs)
         page = self._target("ECREATE", epc_page)
         eid = self._next_eid
         self._next_eid += 1
@@ -239,7 +228,7 @@ class Processor:
         if not isinstance(data, (bytes, bytearray)) or len(data) != PAGE_SIZE:
             raise SGXFault(leaf, "#GP", f"a page is {PAGE_SIZE} bytes, found "
                            f"{len(data) if isinstance(data, (bytes, bytearray)) else data!r}")
-        flags = _check_secinfo(leaf, secinfo)
+        flags = check_secinfo(leaf, secinfo)
         offset = self._check_linaddr(leaf, state, linaddr)
         if linaddr in state.pages:
             raise SGXFault(leaf, "#GP", f"LINADDR {linaddr:#x} of enclave {state.eid} "
@@ -247,7 +236,7 @@ class Processor:
         content = bytes(data)
         if (flags >> SECINFO_PT_SHIFT) & 0xFF == _TCS_T:
             flags &= ~SECINFO_RWX
-            content = _check_tcs(leaf, content)
+            content = check_tcs(leaf, content)
         state.measurement.eadd(offset, flags)
         entry = self._epc.claim(page, flags >> SECINFO_PT_SHIFT, flags, state, linaddr)
         self._epc.store(page, content)
@@ -860,66 +849,3 @@ class Processor:
         va_page = self.epa()
         self._helper_slots[va_page] = list(range(VA_SLOTS_PER_PAGE - 1, 0, -1))
         return va_page, 0
-
-
-# ---------------------------------------------------------------------- checks
-
-
-def _check_secs(secs: SECS) -> None:
-    """ECREATE's #GP checks on the SECS the OS supplies (§1.6)."""
-
-    def bad(detail: str) -> SGXFault:
-        return SGXFault("ECREATE", "#GP", detail)
-
-    for name in ("reserved1", "reserved2", "reserved3", "reserved4"):
-        if any(getattr(secs, name)):
-            raise bad(f"SECS.{name} must be zero")
-    size, base = secs.size, secs.baseaddr
-    if size < 2 * PAGE_SIZE or size & (size - 1):
-        raise bad(f"SECS.SIZE {size:#x} must be a power of two of at least 0x2000")
-    if base % size:
-        raise bad(f"SECS.BASEADDR {base:#x} must be aligned to SIZE {size:#x}")
-    flags, xfrm = secs.attributes.flags, secs.attributes.xfrm
-    if flags & AttributeFlags.INIT:
-        raise bad("ATTRIBUTES.INIT must be 0 at ECREATE (EINIT sets it)")
-    if flags & ~_KNOWN_FLAGS:
-        raise bad(f"ATTRIBUTES.FLAGS {flags:#x} sets reserved bits")
-    if xfrm & XFRM_LEGACY != XFRM_LEGACY:
-        raise bad(f"ATTRIBUTES.XFRM {xfrm:#x} must include x87 and SSE (0x3)")
-    limit = 1 << 47 if flags & AttributeFlags.MODE64BIT else 1 << 32
-    if base + size > limit:
-        raise bad(f"ELRANGE [{base:#x}, {base + size:#x}) is not addressable in this mode")
-    if secs.ssaframesize < 1:
-        raise bad("SECS.SSAFRAMESIZE must be at least 1 page")
-    if secs.miscselect & ~_SUPPORTED_MISC:
-        raise bad(f"MISCSELECT {secs.miscselect:#x} asks for unsupported bits")
-    if not flags & AttributeFlags.KSS and (any(secs.configid) or secs.configsvn):
-        raise bad("CONFIGID/CONFIGSVN need the KSS attribute")
-
-
-def _check_secinfo(leaf: str, secinfo: SecInfo) -> int:
-    """EADD's SECINFO checks; returns the FLAGS value."""
-    if not isinstance(secinfo, SecInfo):
-        raise SGXFault(leaf, "#GP", f"expected a SECINFO, found {type(secinfo).__name__}")
-    flags = secinfo.flags
-    if any(secinfo.reserved) or flags >> 16 or flags & 0xC0:
-        raise SGXFault(leaf, "#GP", "SECINFO reserved bits must be zero")
-    if flags & _STATE_BITS:
-        raise SGXFault(leaf, "#GP", "SECINFO PENDING/MODIFIED/PR must be zero for EADD")
-    ptype = flags >> SECINFO_PT_SHIFT
-    if ptype not in (_REG_T, _TCS_T):
-        raise SGXFault(leaf, "#GP", f"EADD adds PT_REG or PT_TCS pages, found type {ptype}")
-    if ptype == _REG_T and flags & SecInfoFlags.W and not flags & SecInfoFlags.R:
-        raise SGXFault(leaf, "#GP", "a PT_REG page cannot be writable without being readable")
-    return flags
-
-
-def _check_tcs(leaf: str, content: bytes) -> bytes:
-    """EADD of a TCS: reserved fields zero; DBGOPTIN, CSSA, AEP and STATE are cleared."""
-    try:
-        tcs = TCS.from_bytes(content)
-    except InvalidStructure as exc:
-        raise SGXFault(leaf, "#GP", f"TCS: {exc.detail}") from None
-    if tcs.flags & ~_TCS_FLAGS_ALLOWED:
-        raise SGXFault(leaf, "#GP", f"TCS.FLAGS {tcs.flags:#x} sets reserved bits")
-    return tcs.replace(state=0, cssa=0, aep=0, flags=tcs.flags & ~_DBGOPTIN).to_bytes()
