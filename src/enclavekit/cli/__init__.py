@@ -34,9 +34,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import keys, sgxs, sigstruct
+    from . import keys, sgxs, sigstruct, vm
 
-    for module in (keys, sgxs, sigstruct):
+    for module in (keys, sgxs, sigstruct, vm):
         module.register(main)
 
 
