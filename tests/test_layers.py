@@ -15,6 +15,7 @@ RANK = {
     "_version": 0,
     "sgx": 0,
     "dcap": 0,
+    "wire": 0,
     "vm": 1,
     "enclave": 2,
     "host": 2,
