@@ -281,6 +281,21 @@ def test_if4_huge_declared_sizes_are_refused_before_allocation(
     assert peak < 1 << 20
 
 
+@pytest.mark.parametrize("head", [b"\xdd\x00\x00\x03\xe7", b"\xdc\x03\xe7", b"\xde\x01\xf3"])
+def test_if4_lying_nested_counts_in_a_small_message_stay_bounded(head: bytes) -> None:
+    # Small messages are unpacked in C first, which pre-allocates declared counts: each is
+    # capped by the message size, so the worst 1 KiB message costs a few MiB, transiently.
+    wire = (head * (1024 // len(head)))[:1024]
+    tracemalloc.start()
+    try:
+        with pytest.raises(TYPED):
+            decode_value(wire, list[list[list[int]]])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
 def test_if4_value_limits_name_the_argument() -> None:
     small = Limits(max_size=1 << 10)
     wire = msgpack.packb({"payment": {"payee": "a", "amount": 1}, "memo": b""})[:-2] \

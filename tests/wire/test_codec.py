@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enclavekit.errors import EcallArgumentError, ProtocolError
-from enclavekit.wire import CallSignature, Limits, check_hint, decode_value, encode_value
+from enclavekit.wire import CallSignature, Limits, check_hint, codec, decode_value, encode_value
 
 # --------------------------------------------------------------------------- random hints
 
@@ -350,3 +350,47 @@ def test_arguments_must_be_a_map_with_no_trailing_bytes() -> None:
     good = sig.encode_args([b"x", 1])
     with pytest.raises(ProtocolError, match="1 trailing byte after"):
         sig.decode_args(good + b"\x00")
+
+
+# --------------------------------------------------------------------------- the two decoders
+
+# Messages up to codec._FAST_MAX bytes are unpacked in C and then checked; longer ones, and
+# any message the fast path does not accept outright, go through the streaming decoder.
+
+
+def _decode_both(data: bytes, hint: object) -> tuple[object, object]:
+    def outcome() -> object:
+        try:
+            return ("ok", decode_value(data, hint))
+        except (EcallArgumentError, ProtocolError) as exc:
+            return (type(exc), str(exc))
+
+    fast = outcome()
+    saved, codec._FAST_MAX = codec._FAST_MAX, -1
+    try:
+        slow = outcome()
+    finally:
+        codec._FAST_MAX = saved
+    return fast, slow
+
+
+@given(st.data())
+def test_fast_and_streaming_decoders_agree_on_mutated_messages(data: st.DataObject) -> None:
+    hint = data.draw(HINTS)
+    wire = bytearray(encode_value(data.draw(values(hint)), hint))
+    if data.draw(st.booleans()) and wire:
+        at = data.draw(st.integers(0, len(wire) - 1))
+        wire[at] = data.draw(st.integers(0, 255))
+    fast, slow = _decode_both(bytes(wire), hint)
+    assert fast[0] == slow[0]
+    if fast[0] == "ok":
+        assert same(fast[1], slow[1])  # type: ignore[index]
+    else:
+        assert fast == slow
+
+
+def test_streaming_decoder_round_trips_large_messages() -> None:
+    recs = [Record(f"r{i}", i, ["t"] * 3, bytes(i % 7)) for i in range(500)]
+    data = encode_value(recs, list[Record])
+    assert len(data) > codec._FAST_MAX
+    assert decode_value(data, list[Record]) == recs

@@ -49,7 +49,8 @@ def test_reply_and_error_flags() -> None:
 
 FRAMES = st.lists(
     st.builds(Frame, st.integers(0, 2**16 - 1), st.integers(0, 2**64 - 1),
-              st.binary(max_size=300), st.sampled_from([0, FLAG_REPLY, FLAG_REPLY | FLAG_ERROR])),
+              st.binary(max_size=300), st.sampled_from([0, FLAG_REPLY, FLAG_REPLY | FLAG_ERROR]),
+              st.just(1)),
     max_size=6,
 )
 

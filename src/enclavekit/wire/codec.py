@@ -282,6 +282,37 @@ def _found(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
+class _Miss(Exception):
+    """The fast path met something unexpected; the streaming path will say exactly what."""
+
+
+# Types ``msgpack.unpackb(use_list=False, object_pairs_hook=list)`` returns, by msgpack kind.
+_PLAIN_KIND = {type(None): NIL, bool: BOOL, int: INT, float: FLOAT, str: STR, bytes: BIN,
+               tuple: ARRAY, list: MAP}
+_FAST_MAX = 1024
+"""Messages up to this size are unpacked in C first: lying nested counts in so small a
+message cannot make msgpack pre-allocate more than a few MiB."""
+
+
+def _no_ext(code: int, data: bytes) -> object:
+    raise _Miss
+
+
+def _unpack_small(data: bytes) -> object:
+    """Unpack a small message in C, or return _Miss to send it to the streaming path."""
+    n = len(data)
+    if n > _FAST_MAX:
+        return _Miss
+    try:
+        return msgpack.unpackb(
+            data, raw=False, use_list=False, object_pairs_hook=list, strict_map_key=False,
+            ext_hook=_no_ext, max_str_len=n, max_bin_len=n, max_array_len=n,
+            max_map_len=n // 2, max_ext_len=n,
+        )
+    except Exception:  # malformed, truncated, trailing bytes, ext: the slow path explains
+        return _Miss
+
+
 # --------------------------------------------------------------------------- nodes
 
 
@@ -298,6 +329,11 @@ class _Node:
         raise NotImplementedError
 
     def dec(self, r: _Reader, depth: int) -> object:
+        raise NotImplementedError
+
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        """Fast path: a value already unpacked by ``msgpack.unpackb`` (arrays as tuples,
+        maps as lists of pairs); anything unexpected raises :class:`_Miss`."""
         raise NotImplementedError
 
 
@@ -326,6 +362,11 @@ class _Scalar(_Node):
             raise r.mismatch(self.label, first)
         return r.unpack()
 
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if type(plain) is not self.pytype:
+            raise _Miss
+        return plain
+
 
 class _Float(_Node):
     kinds = frozenset({FLOAT})
@@ -353,6 +394,11 @@ class _Float(_Node):
         if not r.limits.allow_nonfinite and not math.isfinite(value):
             raise _Fault(f"{value} is not a finite float")
         return value
+
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if type(plain) is not float or not (cx.limits.allow_nonfinite or math.isfinite(plain)):
+            raise _Miss
+        return plain
 
 
 class _Blob(_Node):
@@ -384,6 +430,11 @@ class _Blob(_Node):
             raise r.mismatch(self.label, first)
         r.blob_length(first)
         return r.unpack()
+
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if type(plain) is not self.pytype:
+            raise _Miss
+        return plain
 
 
 _LITERAL_TYPES = {str: STR, bytes: BIN, int: INT, bool: BOOL, type(None): NIL}
@@ -419,6 +470,11 @@ class _Literal(_Node):
         if (type(value), value) not in self.allowed:
             raise _Fault(f"expected {self.label}, found {_short(value)}")
         return value
+
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if not self.accepts(plain):
+            raise _Miss
+        return plain
 
 
 class _List(_Node):
@@ -458,6 +514,13 @@ class _List(_Node):
             f.segments.append(f"[{i}]")
             raise
         return out
+
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if type(plain) is not tuple or depth >= cx.limits.max_depth:
+            raise _Miss
+        cx.count(len(plain))
+        conv = self.item.conv
+        return [conv(v, cx, depth + 1) for v in plain]
 
 
 class _Tuple(_Node):
@@ -513,6 +576,14 @@ class _Tuple(_Node):
             raise
         return tuple(out)
 
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if type(plain) is not tuple or depth >= cx.limits.max_depth:
+            raise _Miss
+        if self.fixed is not None and len(plain) != len(self.fixed):
+            raise _Miss
+        cx.count(len(plain))
+        return tuple(self._node(i).conv(v, cx, depth + 1) for i, v in enumerate(plain))
+
 
 class _Dict(_Node):
     kinds = frozenset({MAP})
@@ -563,6 +634,16 @@ class _Dict(_Node):
             except _Fault as f:
                 f.segments.append(f"[{_short(k)}]")
                 raise
+        return out
+
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if type(plain) is not list or depth >= cx.limits.max_depth:
+            raise _Miss
+        cx.count(len(plain))
+        key, val = self.key.conv, self.value.conv
+        out = {key(k, cx, depth + 1): val(v, cx, depth + 1) for k, v in plain}
+        if len(out) != len(plain):  # a repeated key
+            raise _Miss
         return out
 
 
@@ -624,6 +705,23 @@ class _Dataclass(_Node):
         except (TypeError, ValueError) as exc:
             raise _Fault(f"{self.label} refused the value: {exc}") from None
 
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        if type(plain) is not list or depth >= cx.limits.max_depth:
+            raise _Miss
+        cx.count(len(plain))
+        fields = self.fields
+        got: dict[str, object] = {}
+        for name, v in plain:
+            if type(name) is not str or name not in fields:
+                raise _Miss
+            got[name] = fields[name].conv(v, cx, depth + 1)
+        if len(got) != len(plain) or len(got) != len(fields):  # repeated or missing field
+            raise _Miss
+        try:
+            return self.cls(**got)
+        except (TypeError, ValueError):
+            raise _Miss from None
+
 
 class _Union(_Node):
     """Members of distinct msgpack kinds: the wire kind alone picks the member."""
@@ -660,6 +758,12 @@ class _Union(_Node):
         if member is None:
             raise r.mismatch(self.label, first)
         return member.dec(r, depth)
+
+    def conv(self, plain: object, cx: _Encoder, depth: int) -> object:
+        member = self.by_kind.get(_PLAIN_KIND.get(type(plain), EXT))
+        if member is None:
+            raise _Miss
+        return member.conv(plain, cx, depth)
 
 
 # --------------------------------------------------------------------------- compiling hints
@@ -773,12 +877,25 @@ def check_hint(hint: object) -> None:
 # --------------------------------------------------------------------------- values
 
 
+_PACKERS = threading.local()
+
+
+def _pack(plain: object) -> bytes:
+    """msgpack bytes of a checked plain value (one reusable Packer per thread)."""
+    try:
+        packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True, datetime=False)
+    data: bytes = packer.pack(plain)
+    return data
+
+
 def _encode(node: _Node, value: object, limits: Limits, label: str, root: str) -> bytes:
     try:
         plain = node.enc(value, _Encoder(limits), 0)
     except _Fault as f:
         raise _fault_at(f, label, root) from None
-    data: bytes = msgpack.packb(plain, use_bin_type=True)
+    data = _pack(plain)
     if len(data) > limits.max_size:
         raise _fault_at(_Fault(f"{len(data)} bytes encoded exceeds the "
                                f"{_size(limits.max_size)} limit"), label, root)
@@ -800,11 +917,20 @@ def _snapshot(data: object, limits: Limits, label: str) -> bytes:
     return data
 
 
-def _decode(node: _Node, r: _Reader, label: str, root: str) -> object:
+def _decode_bytes(node: _Node, data: object, limits: Limits, label: str) -> object:
+    data = _snapshot(data, limits, label)
+    plain = _unpack_small(data)
+    if plain is not _Miss:
+        try:
+            return node.conv(plain, _Encoder(limits), 0)
+        except (_Miss, _Fault):
+            pass  # the streaming path below finds and names what is wrong
+    r = _Reader(data, limits)
     try:
         value = node.dec(r, 0)
     except _Fault as f:
-        raise _fault_at(f, label, root) from None
+        raise _fault_at(f, label, "") from None
+    _finish(r, label)
     return value
 
 
@@ -835,11 +961,7 @@ def decode_value(data: bytes | bytearray | memoryview, hint: object, *,
 
     ``what`` names the value in error messages (e.g. ``"ocall 'read' result"``).
     """
-    node = _compile(hint)
-    r = _Reader(_snapshot(data, limits, what), limits)
-    value = _decode(node, r, what, "")
-    _finish(r, what)
-    return value
+    return _decode_bytes(_compile(hint), data, limits, what)
 
 
 # --------------------------------------------------------------------------- calls
@@ -869,7 +991,8 @@ class CallSignature:
     kind: str = "ecall"
     _nodes: dict[str, _Node] = dataclasses.field(init=False, repr=False)
     _result: _Node = dataclasses.field(init=False, repr=False)
-    _signature: inspect.Signature = dataclasses.field(init=False, repr=False)
+    _where: str = dataclasses.field(init=False, repr=False)
+    _positional: tuple[inspect.Parameter, ...] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         where = f"{self.kind} {self.name!r}"
@@ -894,7 +1017,10 @@ class CallSignature:
             raise TypeError(f"{where}: return type: {exc}") from None
         object.__setattr__(self, "_nodes", nodes)
         object.__setattr__(self, "_result", result)
-        object.__setattr__(self, "_signature", inspect.Signature(list(self.parameters)))
+        object.__setattr__(self, "_where", where)
+        positional = tuple(p for p in self.parameters
+                           if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        object.__setattr__(self, "_positional", positional)
 
     @classmethod
     def from_function(cls, fn: Callable[..., object], *, name: str | None = None,
@@ -916,33 +1042,91 @@ class CallSignature:
                             "nothing)")
         return cls(call, tuple(params), hints["return"], kind)
 
+    def _bind(self, args: Sequence[object], kwargs: Mapping[str, object]) -> dict[str, object]:
+        """Match arguments to parameters as a Python call would (``inspect``'s rules)."""
+        if not kwargs and len(args) == len(self._positional) == len(self.parameters):
+            return dict(zip(self._nodes, args, strict=True))  # every parameter, in order
+        if len(args) > len(self._positional):
+            raise TypeError(f"takes {len(self._positional)} positional arguments but "
+                            f"{len(args)} were given")
+        bound = {p.name: v for p, v in zip(self._positional, args, strict=False)}
+        for pname, value in kwargs.items():
+            if pname in bound:
+                raise TypeError(f"got multiple values for argument {pname!r}")
+            if pname not in self._nodes:
+                raise TypeError(f"got an unexpected keyword argument {pname!r}")
+            bound[pname] = value
+        for p in self.parameters:
+            if p.name not in bound:
+                if p.default is _EMPTY:
+                    raise TypeError(f"missing a required argument: {p.name!r}")
+            elif p.kind is p.POSITIONAL_ONLY and p.name in kwargs:
+                raise TypeError(f"positional-only argument {p.name!r} passed by keyword")
+        return bound
+
     def encode_args(self, args: Sequence[object] = (),
                     kwargs: Mapping[str, object] | None = None, *,
                     limits: Limits = DEFAULT_LIMITS) -> bytes:
         """Bind arguments as Python would call the function, check each, and encode them."""
         try:
-            bound = self._signature.bind(*args, **(kwargs or {}))
+            bound = self._bind(args, kwargs or {})
         except TypeError as exc:
-            raise EcallArgumentError(f"{self.kind} {self.name!r}: {exc}") from None
+            raise EcallArgumentError(f"{self._where}: {exc}") from None
         cx = _Encoder(limits)
         plain: dict[str, object] = {}
-        for pname, value in bound.arguments.items():
+        for pname, value in bound.items():
             try:
                 plain[pname] = self._nodes[pname].enc(value, cx, 1)
             except _Fault as f:
                 raise _fault_at(f, "argument", pname) from None
-        data: bytes = msgpack.packb(plain, use_bin_type=True)
+        data = _pack(plain)
         if len(data) > limits.max_size:
-            raise EcallArgumentError(f"{self.kind} {self.name!r}: arguments encode to "
-                                     f"{len(data)} bytes, over the {_size(limits.max_size)} "
-                                     "limit")
+            raise EcallArgumentError(f"{self._where}: arguments encode to {len(data)} bytes, "
+                                     f"over the {_size(limits.max_size)} limit")
         return data
 
     def decode_args(self, data: bytes | bytearray | memoryview, *,
                     limits: Limits = DEFAULT_LIMITS) -> Arguments:
         """Decode hostile argument bytes against the declared parameters."""
-        where = f"{self.kind} {self.name!r}"
-        r = _Reader(_snapshot(data, limits, f"{where} arguments"), limits)
+        label = f"{self._where} arguments"
+        data = _snapshot(data, limits, label)
+        got = self._fast_args(data, limits)
+        if got is None:
+            got = self._slow_args(data, limits, label)
+        args: list[object] = []
+        kwargs: dict[str, object] = {}
+        for p in self.parameters:
+            if p.name in got:
+                value = got[p.name]
+            elif p.default is not _EMPTY:
+                value = p.default
+            else:
+                raise EcallArgumentError(f"{self._where}: missing argument {p.name!r}")
+            if p.kind is p.POSITIONAL_ONLY:
+                args.append(value)
+            else:
+                kwargs[p.name] = value
+        return Arguments(tuple(args), kwargs)
+
+    def _fast_args(self, data: bytes, limits: Limits) -> dict[str, object] | None:
+        plain = _unpack_small(data)
+        if type(plain) is not list:  # _Miss, or not a map
+            return None
+        cx = _Encoder(limits)
+        got: dict[str, object] = {}
+        try:
+            cx.count(len(plain))
+            for pname, value in plain:
+                node = self._nodes.get(pname) if type(pname) is str else None
+                if node is None:
+                    return None
+                got[pname] = node.conv(value, cx, 1)
+        except (_Miss, _Fault):
+            return None
+        return got if len(got) == len(plain) else None
+
+    def _slow_args(self, data: bytes, limits: Limits, label: str) -> dict[str, object]:
+        r = _Reader(data, limits)
         got: dict[str, object] = {}
         try:
             n = r.container(MAP, "a map of arguments")
@@ -954,7 +1138,7 @@ class CallSignature:
                 pname = r.unpack()
                 node = self._nodes.get(pname)
                 if node is None:
-                    raise _Fault(f"{where} has no parameter {_short(pname)}")
+                    raise _Fault(f"{self._where} has no parameter {_short(pname)}")
                 if pname in got:
                     raise _Fault(f"argument {pname!r} given twice")
                 try:
@@ -962,32 +1146,15 @@ class CallSignature:
                 except _Fault as f:
                     raise _fault_at(f, "argument", pname) from None
         except _Fault as f:
-            raise _fault_at(f, f"{where} arguments", "") from None
-        _finish(r, f"{where} arguments")
-        args: list[object] = []
-        kwargs: dict[str, object] = {}
-        for p in self.parameters:
-            if p.name in got:
-                value = got[p.name]
-            elif p.default is not _EMPTY:
-                value = p.default
-            else:
-                raise EcallArgumentError(f"{where}: missing argument {p.name!r}")
-            if p.kind is p.POSITIONAL_ONLY:
-                args.append(value)
-            else:
-                kwargs[p.name] = value
-        return Arguments(tuple(args), kwargs)
+            raise _fault_at(f, label, "") from None
+        _finish(r, label)
+        return got
 
     def encode_result(self, value: object, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
         """Check a return value against the declared return type and encode it."""
-        return _encode(self._result, value, limits, f"{self.kind} {self.name!r} result", "")
+        return _encode(self._result, value, limits, f"{self._where} result", "")
 
     def decode_result(self, data: bytes | bytearray | memoryview, *,
                       limits: Limits = DEFAULT_LIMITS) -> object:
         """Decode a (hostile, for ocalls) result against the declared return type."""
-        what = f"{self.kind} {self.name!r} result"
-        r = _Reader(_snapshot(data, limits, what), limits)
-        value = _decode(self._result, r, what, "")
-        _finish(r, what)
-        return value
+        return _decode_bytes(self._result, data, limits, f"{self._where} result")

@@ -23,10 +23,10 @@ payload, so a lying header costs it nothing. Any header fault raises
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import struct
 from collections.abc import Collection
+from typing import NamedTuple
 
 from ..errors import ProtocolError
 
@@ -60,8 +60,7 @@ _U16, _U32, _U64 = (1 << 16) - 1, (1 << 32) - 1, (1 << 64) - 1
 _SMALL = 1 << 16  # below this, header and payload go out in one send
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One received message: its type, request id, flags and undecoded payload bytes."""
 
     msg_type: int
@@ -143,6 +142,13 @@ class FrameReader:
         """Take the next bytes of the stream; return every frame they complete, in order."""
         if self._broken is not None:
             raise ProtocolError(f"stream already out of step: {self._broken}")
+        if not self._buf and self._head is None and len(data) >= HEADER_SIZE:
+            # Fast path: exactly one whole frame arrived on a frame boundary.
+            magic, version, msg_type, flags, request_id, length = _HEADER.unpack_from(data)
+            if length == len(data) - HEADER_SIZE and magic == MAGIC \
+                    and version in self._versions and not flags & ~KNOWN_FLAGS \
+                    and length <= self._max:
+                return [Frame(msg_type, request_id, bytes(data[HEADER_SIZE:]), flags, version)]
         self._buf += data
         frames: list[Frame] = []
         buf, pos = self._buf, 0
