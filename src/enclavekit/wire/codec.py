@@ -30,6 +30,10 @@ Rules, on both sides of the boundary:
 * Sizes are checked before anything is allocated: a declared length or element count larger
   than the bytes that remain, or than the limits, is refused without reading further.
   Nesting is capped (``Limits.max_depth``), so hostile depth never reaches ``RecursionError``.
+* Decoding works on one private copy of the input (a shared buffer the sender rewrites
+  later changes nothing). Messages up to 1 KiB are unpacked in C and then checked; anything
+  that check does not accept outright is decoded again by the streaming reader, which peeks
+  at every header first and names the exact fault.
 
 Errors: :class:`~enclavekit.errors.ProtocolError` when the bytes are not one well-formed
 msgpack value (truncated, reserved byte 0xC1, invalid UTF-8, trailing bytes);
