@@ -39,8 +39,10 @@ def add(a: int, b: int) -> int:
 
 
 def _toml(name: str) -> str:
-    return (f'name = "{name}"\nentry = "app.py"\ntrusted = []\nproduct_id = 0\n'
-            'security_version = 0\ndebug = true\nheap_size = "1M"\nstack_size = "256K"\n'
+    return (f'name = {json.dumps(name)}\nentry = "app.py"\ntrusted = []\nproduct_id = 0\n'
+            'security_version = 0\n'
+            '# A debug enclave can be read through the debug API: set false before shipping.\n'
+            'debug = true\nheap_size = "1M"\nstack_size = "256K"\n'
             f'threads = 1\n\n[runtime]\npython = "{default_python()}"\n')
 
 
