@@ -183,7 +183,15 @@ class Data:
 
 @dataclass
 class Boot:
-    """BOOT: everything the enclave process needs, read from its EPC pages by the device."""
+    """BOOT: everything the enclave process needs, read from its EPC pages by the device.
+
+    ``manifest`` is the measured canonical manifest JSON (the text after the ``EKMANIF1``
+    magic and length), ``bundle`` the whole measured bundle (``EKBUNDL1`` ...), both read
+    with the enclave's own access (``Processor.read``); identity fields come from the
+    SECS after EINIT, limits from the measured manifest. Sent once, request id 0, no reply.
+    EREPORT and EGETKEY replies on the private channel carry :class:`Data` (the 432-byte
+    REPORT, the 16-byte key).
+    """
 
     enclave_id: int
     manifest: bytes
