@@ -185,8 +185,8 @@ class Data:
 class Boot:
     """BOOT: everything the enclave process needs, read from its EPC pages by the device.
 
-    ``manifest`` is the measured canonical manifest JSON (the text after the ``EKMANIF1``
-    magic and length), ``bundle`` the whole measured bundle (``EKBUNDL1`` ...), both read
+    ``manifest`` is the measured manifest blob (``EKMANIF1``, u32 length, canonical JSON),
+    ``bundle`` the whole measured bundle (``EKBUNDL1`` ...), both read
     with the enclave's own access (``Processor.read``); identity fields come from the
     SECS after EINIT, limits from the measured manifest. Sent once, request id 0, no reply.
     EREPORT and EGETKEY replies on the private channel carry :class:`Data` (the 432-byte
