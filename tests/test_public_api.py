@@ -6,7 +6,7 @@ import enclavekit
 from enclavekit import errors
 
 EXPECTED = {
-    "SKU", "SigningKey", "__version__",
+    "SKU", "SigningKey", "__version__", "VM", "Enclave", "EnclaveFile", "build",
     "AttestationError", "CertificateChainError", "CollateralExpired", "DeviceError",
     "DeviceUnavailable", "EPCExhausted", "EcallArgumentError", "EcallError", "EnclaveKitError",
     "EnclaveLost", "IntegrityError", "InvalidStructure", "KeyNotFound", "KeyReleaseError",

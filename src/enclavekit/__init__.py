@@ -34,11 +34,13 @@ from .errors import (
     VMExists,
     VMNotFound,
 )
+from .host import VM, Enclave, EnclaveFile, build
 from .sgx.signing import SigningKey
 from .vm.sku import SKU
 
 __all__ = [
     "SKU",
+    "VM",
     "AttestationError",
     "CertificateChainError",
     "CollateralExpired",
@@ -47,6 +49,8 @@ __all__ = [
     "EPCExhausted",
     "EcallArgumentError",
     "EcallError",
+    "Enclave",
+    "EnclaveFile",
     "EnclaveKitError",
     "EnclaveLost",
     "IntegrityError",
@@ -68,4 +72,5 @@ __all__ = [
     "VMExists",
     "VMNotFound",
     "__version__",
+    "build",
 ]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from .build import build
+from .enclave import Enclave
 from .image import EnclaveFile
 from .layout import Layout, Region, build_layout
 from .manifest import Manifest
+from .vm import VM, VMStatus
 
-__all__ = ["EnclaveFile", "Layout", "Manifest", "Region", "build_layout"]
+__all__ = ["VM", "Enclave", "EnclaveFile", "Layout", "Manifest", "Region", "VMStatus", "build",
+           "build_layout"]

@@ -1,0 +1,224 @@
+"""A loaded enclave on the host: typed ecall proxies, ocall service, debug access.
+
+``enclave.ecalls.NAME(...)`` encodes the arguments with the signature the enclave declared
+(fetched once with INTERFACE), sends one ECALL frame on the enclave's ecall socket and
+waits for its reply; OCALL frames arriving meanwhile are served by the host functions
+registered for them (their arguments decoded against the ocall's declared types). Calls
+on one enclave are serialised by a lock; ``enclave.aecalls.NAME(...)`` runs the same call
+in a worker thread for asyncio code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EcallError, EnclaveLost, ProtocolError, UnknownEcall
+from ..vm import protocol as p
+from ..wire import FLAG_ERROR, FLAG_REPLY, CallSignature, Frame, FrameReader, pack_frame
+from ..wire.codec import decode_value, encode_value
+from ..wire.schema import signature_from_schema
+
+if TYPE_CHECKING:
+    from .vm import VM
+
+_EMPTY = encode_value(p.Empty(), p.Empty)
+_RECV = 1 << 16
+
+
+class Enclave:
+    """A loaded enclave; a context manager whose exit unloads it."""
+
+    def __init__(self, vm: VM, reply: p.LoadReply, sock: socket.socket, name: str,
+                 ocalls: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        self._vm = vm
+        self.enclave_id = reply.enclave_id
+        self.mrenclave = reply.mrenclave
+        self.mrsigner = reply.mrsigner
+        self.debug = reply.debug
+        self.threads = reply.threads
+        self.name = name
+        self._sock = sock
+        self._ocall_fns = dict(ocalls or {})
+        self._lock = threading.RLock()
+        self._reader = FrameReader()
+        self._frames: deque[Frame] = deque()
+        self._next_id = 0
+        self._ecall_sigs: dict[str, CallSignature] | None = None
+        self._ocall_sigs: dict[str, CallSignature] = {}
+        self._lost: str | None = None
+        self._closed = False
+        self.ecalls = _Calls(self, asynchronous=False)
+        self.aecalls = _Calls(self, asynchronous=True)
+
+    def __repr__(self) -> str:
+        return (f"<Enclave {self.enclave_id} {self.name!r} mrenclave={self.mrenclave.hex()[:16]}"
+                f"… {'debug' if self.debug else 'production'}>")
+
+    def __enter__(self) -> Enclave:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Unload the enclave (its process stops and its EPC pages are removed)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._sock.close()
+        self._vm._unload(self.enclave_id)
+
+    def debug_read(self, linaddr: int, size: int) -> bytes:
+        """EDBGRD ``size`` bytes at offset ``linaddr`` (refused for production enclaves)."""
+        return self._vm._debug_read(self.enclave_id, linaddr, size)
+
+    # ------------------------------------------------------------------ the interface
+
+    def signatures(self) -> dict[str, CallSignature]:
+        """The ecalls the enclave declares (fetched once with INTERFACE)."""
+        if self._ecall_sigs is None:
+            with self._lock:
+                if self._ecall_sigs is None:
+                    frame = self._exchange(p.Msg.INTERFACE, _EMPTY)
+                    reply = decode_value(frame.payload, p.InterfaceReply)
+                    ocalls = [signature_from_schema(s) for s in reply.ocalls]
+                    self._ocall_sigs = {s.name: s for s in ocalls}
+                    self._ecall_sigs = {s.name: s for s in
+                                        (signature_from_schema(e) for e in reply.ecalls)}
+        return self._ecall_sigs
+
+    def _signature(self, name: str) -> CallSignature:
+        sig = self.signatures().get(name)
+        if sig is None:
+            known = ", ".join(sorted(self.signatures())) or "none"
+            raise UnknownEcall(f"enclave {self.name!r} declares no ecall {name!r} "
+                               f"(its ecalls: {known})")
+        return sig
+
+    def call(self, name: str, args: tuple[Any, ...] = (),
+             kwargs: Mapping[str, Any] | None = None) -> Any:
+        """Make ecall ``name`` (what ``ecalls.NAME(*args, **kwargs)`` does)."""
+        sig = self._signature(name)
+        data = sig.encode_args(args, kwargs)
+        frame = self._exchange(p.Msg.ECALL, encode_value(p.Call(name, data), p.Call))
+        return sig.decode_result(decode_value(frame.payload, p.CallResult).result)
+
+    # ------------------------------------------------------------------ frames
+
+    def _exchange(self, msg_type: int, payload: bytes) -> Frame:
+        """Send one request and wait for its reply, serving ocalls meanwhile."""
+        with self._lock:
+            if self._closed:
+                raise EcallError(f"enclave {self.enclave_id} ({self.name}) is closed; load it "
+                                 "again")
+            self._next_id += 1
+            rid = self._next_id
+            self._send(pack_frame(msg_type, rid, payload))
+            while True:
+                frame = self._recv()
+                if frame.is_reply:
+                    if frame.request_id != rid or frame.msg_type != msg_type:
+                        raise self._broken(f"reply {frame.request_id} to a request that was "
+                                           "not made")
+                    if frame.is_error:
+                        raise p.rebuild_error(decode_value(frame.payload, p.ErrorInfo))
+                    return frame
+                if frame.msg_type != p.Msg.OCALL:
+                    raise self._broken(f"unexpected message type {frame.msg_type}")
+                self._serve_ocall(frame)
+
+    def _serve_ocall(self, frame: Frame) -> None:
+        try:
+            call = decode_value(frame.payload, p.Call)
+            sig = self._ocall_sigs.get(call.name)
+            fn = self._ocall_fns.get(call.name)
+            if sig is None or fn is None:
+                raise UnknownEcall(f"ocall {call.name!r} is not "
+                                   f"{'registered on the host' if sig else 'declared'}")
+            got = sig.decode_args(call.args)
+            out = encode_value(p.CallResult(sig.encode_result(fn(*got.args, **got.kwargs))),
+                               p.CallResult)
+            flags = FLAG_REPLY
+        except Exception as exc:
+            out, flags = encode_value(p.error_info(exc), p.ErrorInfo), FLAG_REPLY | FLAG_ERROR
+        self._send(pack_frame(p.Msg.OCALL, frame.request_id, out, flags=flags))
+
+    def _send(self, data: bytes) -> None:
+        if self._lost is not None:
+            raise EnclaveLost(self._lost)
+        try:
+            self._sock.sendall(data)
+        except OSError:
+            raise self._gone() from None
+
+    def _recv(self) -> Frame:
+        while not self._frames:
+            try:
+                data = self._sock.recv(_RECV)
+            except OSError:
+                data = b""
+            if not data:
+                raise self._gone()
+            try:
+                self._frames.extend(self._reader.feed(data))
+            except ProtocolError as exc:
+                raise self._broken(str(exc)) from None
+        return self._frames.popleft()
+
+    def _gone(self) -> EnclaveLost:
+        self._lost = (f"enclave {self.enclave_id} ({self.name}) is gone: its process exited "
+                      "or its device stopped; load it again")
+        return EnclaveLost(self._lost)
+
+    def _broken(self, detail: str) -> ProtocolError:
+        self._lost = f"enclave {self.enclave_id} ({self.name}) broke the protocol: {detail}"
+        self._sock.close()
+        return ProtocolError(self._lost)
+
+
+class _Calls:
+    """``enclave.ecalls`` / ``enclave.aecalls``: one typed function per declared ecall."""
+
+    def __init__(self, enclave: Enclave, *, asynchronous: bool) -> None:
+        self._enclave = enclave
+        self._async = asynchronous
+        self._made: dict[str, Callable[..., Any]] = {}
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        fn = self._made.get(name)
+        if fn is None:
+            fn = self._make(name, self._enclave._signature(name))
+            self._made[name] = fn
+        return fn
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._enclave.signatures())
+
+    def _make(self, name: str, sig: CallSignature) -> Callable[..., Any]:
+        enclave = self._enclave
+        call = enclave.call
+        if self._async:
+            async def proxy(*args: Any, **kwargs: Any) -> Any:
+                return await asyncio.to_thread(call, name, args, kwargs)
+            fn: Callable[..., Any] = proxy
+        else:
+            def sync_proxy(*args: Any, **kwargs: Any) -> Any:
+                return call(name, args, kwargs)
+            fn = sync_proxy
+        fn.__name__ = fn.__qualname__ = name
+        fn.__doc__ = (f"Ecall {name!r} of enclave {enclave.name!r} "
+                      f"(MRENCLAVE {enclave.mrenclave.hex()[:16]}…).")
+        fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            list(sig.parameters), return_annotation=sig.result)
+        return fn

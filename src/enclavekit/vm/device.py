@@ -1,0 +1,455 @@
+"""The device service: one VM's processor, its enclaves and the Unix socket hosts talk to.
+
+``python -m enclavekit.vm.device --data-dir D --vm NAME --socket PATH [--parent-pid PID]``
+(see docs/development/architecture.md). The device is the only holder of the platform's
+fused secrets and EPC plaintext. Host connections get HELLO, STATUS, LOAD, UNLOAD,
+DEBUG_READ, DEBUG_WRITE and SHUTDOWN; EREPORT and EGETKEY are served only on an enclave's
+private channel, for that channel's enclave (RT-2). An enclave lives as long as the host
+connection that loaded it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._fs import atomic_write
+from ..errors import DeviceError, EnclaveKitError, InvalidStructure, ProtocolError, VMError
+from ..sgx.consts import AttributeFlags
+from ..sgx.processor import Processor
+from ..sgx.structs import KeyRequest, TargetInfo
+from ..wire import FLAG_ERROR, FLAG_REPLY, decode_value, encode_value, pack_frame, recv_frame
+from . import protocol as p
+from .loader import Built, EPCManager, parse_image
+from .platform import PlatformIdentity, PlatformStore
+from .spawn import kill_and_reap, runtime, spawn_enclave
+
+PROTOCOL = 1
+HOST_MESSAGES = frozenset({p.Msg.HELLO, p.Msg.STATUS, p.Msg.LOAD, p.Msg.UNLOAD,
+                           p.Msg.DEBUG_READ, p.Msg.DEBUG_WRITE, p.Msg.SHUTDOWN})
+MAX_DEBUG_IO = 1 << 20
+_BUNDLE_HEAD = 12
+
+
+def _msg_name(msg_type: int) -> str:
+    try:
+        return p.Msg(msg_type).name
+    except ValueError:
+        return f"type {msg_type}"
+
+
+@dataclass
+class Loaded:
+    """One running enclave: EPC state, identity, process and channels."""
+
+    enclave_id: int
+    name: str
+    built: Built
+    mrenclave: bytes
+    mrsigner: bytes
+    debug: bool
+    threads: int
+    pid: int
+    private: socket.socket
+    owner: object
+    state: str = "running"
+
+
+class Device:
+    """The state a device serves: platform, processor, enclaves (thread-safe)."""
+
+    def __init__(self, identity: PlatformIdentity, *, epc_pages: int | None = None,
+                 allow_signers: frozenset[bytes] | None = None,
+                 spawn: Callable[[int, int], int] | None = None) -> None:
+        self.identity = identity
+        cpu = Processor(epc_pages or identity.sku.epc_pages, identity.secrets, identity.cpusvn,
+                        launch_allowlist=allow_signers)
+        self.epc = EPCManager(cpu)
+        self.enclaves: dict[int, Loaded] = {}
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._next_id = 1
+        self._spawn = spawn or spawn_enclave
+        self._runtime_root: str | None = None
+
+    # ------------------------------------------------------------------ host requests
+
+    def handle(self, msg_type: int, payload: bytes, owner: object) -> tuple[bytes, int | None]:
+        """Serve one host request; returns the reply payload and an fd to pass with it."""
+        if msg_type not in HOST_MESSAGES:
+            raise ProtocolError(f"{_msg_name(msg_type)} is not served on the device socket "
+                                "(EREPORT and EGETKEY come only from an enclave's own channel)")
+        if msg_type == p.Msg.HELLO:
+            decode_value(payload, p.Hello)
+            return encode_value(p.HelloReply(self.identity.name, self.identity.size, PROTOCOL),
+                                p.HelloReply), None
+        if msg_type == p.Msg.STATUS:
+            decode_value(payload, p.Empty)
+            return encode_value(self.status(), p.VMStatus), None
+        if msg_type == p.Msg.LOAD:
+            reply, fd = self.load(decode_value(payload, p.LoadRequest).image, owner)
+            return encode_value(reply, p.LoadReply), fd
+        if msg_type == p.Msg.UNLOAD:
+            self.unload(self._owned(decode_value(payload, p.EnclaveRef).enclave_id, owner))
+            return encode_value(p.Empty(), p.Empty), None
+        if msg_type == p.Msg.DEBUG_READ:
+            req = decode_value(payload, p.DebugRead)
+            if not 0 <= req.size <= MAX_DEBUG_IO:
+                raise DeviceError(f"DEBUG_READ of {req.size} bytes: at most {MAX_DEBUG_IO}")
+            enc = self._owned(req.enclave_id, owner)
+            data = self.epc.read(enc.built, req.linaddr, req.size, debug=True)
+            return encode_value(p.Data(data), p.Data), None
+        if msg_type == p.Msg.DEBUG_WRITE:
+            wreq = decode_value(payload, p.DebugWrite)
+            enc = self._owned(wreq.enclave_id, owner)
+            self.epc.debug_write(enc.built, wreq.linaddr, wreq.data)
+            return encode_value(p.Empty(), p.Empty), None
+        decode_value(payload, p.Empty)  # SHUTDOWN
+        self.stopping.set()
+        return encode_value(p.Empty(), p.Empty), None
+
+    def _owned(self, enclave_id: int, owner: object) -> Loaded:
+        with self._lock:
+            enc = self.enclaves.get(enclave_id)
+        if enc is None or enc.owner is not owner:
+            raise DeviceError(f"no enclave {enclave_id} was loaded on this connection")
+        return enc
+
+    def status(self) -> p.VMStatus:
+        """The VM's EPC use and each enclave's pages."""
+        with self._lock:
+            loaded = list(self.enclaves.values())
+        cpu = self.epc.cpu
+        with self.epc.lock:
+            free = cpu.free_pages()
+            rows = [p.EnclaveStatus(e.enclave_id, e.name, e.mrenclave, e.mrsigner, e.debug,
+                                    e.built.pages, self.epc.resident_pages(e.built), e.state,
+                                    e.pid) for e in loaded]
+        return p.VMStatus(self.identity.name, self.identity.size, cpu.epc_pages,
+                          cpu.epc_pages - free, free, rows)
+
+    def load(self, image: bytes, owner: object) -> tuple[p.LoadReply, int]:
+        """Build, EINIT and start an enclave; returns the reply and the host's ecall fd."""
+        stream, sigstruct = parse_image(image)
+        built = self.epc.build(stream, sigstruct)
+        try:
+            boot = self._boot(built)
+        except BaseException:
+            self.epc.remove(built)
+            raise
+        priv_dev, priv_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        call_host, call_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with self._lock:
+                eid = self._next_id
+                self._next_id += 1
+            boot.enclave_id = eid
+            pid = self._spawn(priv_enc.fileno(), call_enc.fileno())
+        except BaseException:
+            for s in (priv_dev, call_host, priv_enc, call_enc):
+                s.close()
+            self.epc.remove(built)
+            raise
+        priv_enc.close()
+        call_enc.close()
+        try:
+            priv_dev.sendall(pack_frame(p.Msg.BOOT, 0, encode_value(boot, p.Boot)))
+        except BaseException:
+            kill_and_reap(pid)
+            for s in (priv_dev, call_host):
+                s.close()
+            self.epc.remove(built)
+            raise
+        name = json.loads(boot.manifest[12:]).get("name", "")
+        enc = Loaded(eid, str(name), built, boot.mrenclave, boot.mrsigner, boot.debug,
+                     boot.threads, pid, priv_dev, owner)
+        with self._lock:
+            self.enclaves[eid] = enc
+        threading.Thread(target=self._serve_private, args=(enc,), daemon=True,
+                         name=f"enclave-{eid}").start()
+        fd = call_host.detach()
+        return p.LoadReply(eid, boot.mrenclave, boot.mrsigner, boot.debug, boot.threads), fd
+
+    def _boot(self, built: Built) -> p.Boot:
+        """BOOT from the enclave's own pages and its SECS after EINIT."""
+        head = self.epc.read(built, 0, 12)
+        if head[:8] != b"EKMANIF1":
+            raise InvalidStructure("enclave image", "the first page is not a measured manifest")
+        mlen = int.from_bytes(head[8:12], "little")
+        manifest_json = self.epc.read(built, 12, mlen)
+        try:
+            manifest: dict[str, Any] = json.loads(manifest_json)
+        except ValueError as exc:
+            raise InvalidStructure("enclave image", f"measured manifest is not JSON: {exc}") \
+                from None
+        bundle = self._bundle(built, -(-(12 + mlen) // 4096) * 4096)
+        ident = self.epc.cpu.identity(built.secs_page)
+        if self._runtime_root is None:
+            self._runtime_root = runtime()[1]
+        flags = int(ident.attributes.flags)
+        return p.Boot(
+            enclave_id=0, manifest=head + manifest_json, bundle=bundle, mrenclave=ident.mrenclave,
+            mrsigner=ident.mrsigner, isvprodid=ident.isvprodid, isvsvn=ident.isvsvn,
+            attributes_flags=flags, attributes_xfrm=int(ident.attributes.xfrm),
+            miscselect=int(ident.miscselect), threads=int(manifest.get("threads", 1)),
+            heap_size=int(manifest.get("heap_size", 0)),
+            stack_size=int(manifest.get("stack_size", 0)),
+            debug=bool(flags & AttributeFlags.DEBUG), runtime_root=self._runtime_root,
+        )
+
+    def _bundle(self, built: Built, at: int) -> bytes:
+        head = self.epc.read(built, at, _BUNDLE_HEAD)
+        if head[:8] != b"EKBUNDL1":
+            raise InvalidStructure("enclave image", "the bundle region does not start EKBUNDL1")
+        pos, total = at + _BUNDLE_HEAD, 0
+        for _ in range(int.from_bytes(head[8:12], "little")):
+            plen = int.from_bytes(self.epc.read(built, pos, 2), "little")
+            pos += 2 + plen
+            total += int.from_bytes(self.epc.read(built, pos, 8), "little")
+            pos += 40
+        return self.epc.read(built, at, pos - at + total)
+
+    def unload(self, enc: Loaded) -> None:
+        """Stop the enclave's process and EREMOVE its pages (idempotent)."""
+        with self._lock:
+            if self.enclaves.pop(enc.enclave_id, None) is None:
+                return
+        enc.state = "unloaded"
+        with contextlib.suppress(OSError):
+            enc.private.shutdown(socket.SHUT_RDWR)
+        enc.private.close()
+        kill_and_reap(enc.pid)
+        self.epc.remove(enc.built)
+
+    def drop_owner(self, owner: object) -> None:
+        """Unload every enclave a closed host connection loaded."""
+        with self._lock:
+            mine = [e for e in self.enclaves.values() if e.owner is owner]
+        for enc in mine:
+            self.unload(enc)
+
+    def close(self) -> None:
+        """Unload everything."""
+        with self._lock:
+            every = list(self.enclaves.values())
+        for enc in every:
+            self.unload(enc)
+
+    # ------------------------------------------------------------------ enclave channel
+
+    def _serve_private(self, enc: Loaded) -> None:
+        """EREPORT / EGETKEY for ``enc`` only; the identity is the channel's (RT-2)."""
+        sock, last = enc.private, 0
+        try:
+            while True:
+                frame = recv_frame(sock, max_payload=4096)
+                if frame is None:
+                    break
+                if frame.is_reply:
+                    if frame.is_error:
+                        break  # the runtime refused its BOOT
+                    continue
+                try:
+                    if frame.request_id <= last:
+                        raise ProtocolError(f"request id {frame.request_id} is not above "
+                                            f"{last}: a replayed or reordered frame")
+                    last = frame.request_id
+                    out = encode_value(p.Data(self._enclave_request(enc, frame.msg_type,
+                                                                    frame.payload)), p.Data)
+                    flags = FLAG_REPLY
+                except Exception as exc:
+                    out, flags = encode_value(p.error_info(exc), p.ErrorInfo), \
+                        FLAG_REPLY | FLAG_ERROR
+                sock.sendall(pack_frame(frame.msg_type, frame.request_id, out, flags=flags))
+        except (OSError, EnclaveKitError):
+            pass
+        if enc.state == "running":
+            enc.state = "exited"
+            self.unload(enc)
+
+    def _enclave_request(self, enc: Loaded, msg_type: int, payload: bytes) -> bytes:
+        secs = enc.built.secs_page
+        if msg_type == p.Msg.EREPORT:
+            req = decode_value(payload, p.EReportRequest)
+            target = TargetInfo.from_bytes(req.targetinfo)
+            with self.epc.lock:
+                return self.epc.cpu.ereport(secs, target, req.reportdata).to_bytes()
+        if msg_type == p.Msg.EGETKEY:
+            kreq = KeyRequest.from_bytes(decode_value(payload, p.EGetKeyRequest).keyrequest)
+            with self.epc.lock:
+                return self.epc.cpu.egetkey(secs, kreq)
+        raise ProtocolError(f"{_msg_name(msg_type)} is not served on an enclave's channel")
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def _send(conn: socket.socket, msg_type: int, request_id: int, payload: bytes, flags: int,
+          fd: int | None) -> None:
+    frame = pack_frame(msg_type, request_id, payload, flags=flags)
+    if fd is None:
+        conn.sendall(frame)
+        return
+    try:
+        sent = socket.send_fds(conn, [frame], [fd])
+        if sent < len(frame):
+            conn.sendall(frame[sent:])
+    finally:
+        os.close(fd)
+
+
+def serve_connection(device: Device, conn: socket.socket) -> None:
+    """Serve one host connection until it closes; then unload what it loaded."""
+    owner, last = object(), 0
+    try:
+        while not device.stopping.is_set():
+            try:
+                frame = recv_frame(conn)
+            except ProtocolError as exc:
+                _send(conn, 0, 0, encode_value(p.error_info(exc), p.ErrorInfo),
+                      FLAG_REPLY | FLAG_ERROR, None)
+                break
+            if frame is None:
+                break
+            fd: int | None = None
+            try:
+                if frame.is_reply:
+                    raise ProtocolError("a reply frame was sent as a request")
+                if frame.request_id <= last:
+                    raise ProtocolError(f"request id {frame.request_id} is not above {last}: "
+                                        "a replayed or reordered frame")
+                last = frame.request_id
+                out, fd = device.handle(frame.msg_type, frame.payload, owner)
+                flags = FLAG_REPLY
+            except Exception as exc:
+                out, flags = encode_value(p.error_info(exc), p.ErrorInfo), FLAG_REPLY | FLAG_ERROR
+            _send(conn, frame.msg_type, frame.request_id, out, flags, fd)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+        device.drop_owner(owner)
+
+
+def _parent_watch(device: Device, ppid: int) -> None:
+    """Stop the device when process ``ppid`` is gone (or we were re-parented)."""
+    was_child = os.getppid() == ppid
+    while not device.stopping.wait(0.1):
+        if was_child and os.getppid() != ppid:
+            break
+        try:
+            os.kill(ppid, 0)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            pass
+    device.stopping.set()
+
+
+def _lock_vm(vm_dir: Path, name: str) -> int:
+    fd = os.open(vm_dir / "device.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise VMError(f"VM {name!r} is already served by another device; stop it with "
+                          f"'enclavekit vm stop {name}'") from None
+        raise
+    return fd
+
+
+def _listen(path: str) -> socket.socket:
+    if os.path.exists(path):
+        os.unlink(path)  # a stale socket of a dead device (we hold the VM lock)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.settimeout(0.1)
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SHUTDOWN, SIGTERM or the parent's death."""
+    store = PlatformStore(Path(args.data_dir).resolve())
+    identity = store.load(args.vm)
+    vm_dir = store.path(args.vm).parent
+    socket_path = os.path.abspath(args.socket)
+    lock_fd = _lock_vm(vm_dir, args.vm)
+    allow = frozenset(bytes.fromhex(h) for h in args.allow_signer) if args.allow_signer else None
+    device = Device(identity, epc_pages=args.epc_pages, allow_signers=allow)
+    signal.signal(signal.SIGTERM, lambda *_: device.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: device.stopping.set())
+    os.chdir("/")
+    listener = _listen(socket_path)
+    info = vm_dir / "device.json"
+    if args.publish:
+        atomic_write(info, json.dumps({"pid": os.getpid(), "socket": socket_path}).encode(),
+                     mode=0o600)
+    if args.parent_pid:
+        threading.Thread(target=_parent_watch, args=(device, args.parent_pid),
+                         daemon=True).start()
+    try:
+        while not device.stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            threading.Thread(target=serve_connection, args=(device, conn), daemon=True).start()
+    finally:
+        listener.close()
+        for path in (socket_path, str(info) if args.publish else None):
+            if path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        device.close()
+        os.close(lock_fd)
+    return 0
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The device's command line."""
+    ap = argparse.ArgumentParser(prog="python -m enclavekit.vm.device",
+                                 description="Serve one VM's SGX device on a Unix socket.")
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--vm", required=True)
+    ap.add_argument("--socket", required=True)
+    ap.add_argument("--parent-pid", type=int, default=0)
+    ap.add_argument("--publish", action="store_true",
+                    help="write <vm dir>/device.json (pid and socket) for 'VM.open'")
+    ap.add_argument("--allow-signer", action="append", default=[],
+                    help="launch allow-list: an MRSIGNER in hex (repeatable)")
+    ap.add_argument("--epc-pages", type=int, default=None, help=argparse.SUPPRESS)
+    return ap.parse_args(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: errors are one line on stderr and exit 1."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except (EnclaveKitError, OSError) as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Starting an enclave process the way architecture.md fixes it.
+
+``sys.executable -I -S -B -c BOOTSTRAP`` with the private channel on fd 3 and the
+enclave's end of the ecall socket on fd 4, an empty environment and the device's cwd
+(``/``: the device changes to it at start). ``posix_spawn`` places the two descriptors
+(its DUP2 actions clear close-on-exec on the targets only), so nothing else is inherited
+and no Python code runs between fork and exec.
+
+The runtime (``enclavekit.enclave``, layer 2) is what the device launches, not code it
+calls: the device only reads its bootstrap source string and pinned root directory, by
+module name at run time, so the layer order stays one-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import os
+import signal
+import sys
+import time
+
+PRIVATE_FD = 3
+ECALL_FD = 4
+_RUNTIME_MODULE = "enclavekit.enclave.bootstrap"
+
+
+def runtime() -> tuple[str, str]:
+    """(BOOTSTRAP_SOURCE, runtime_root()) of the installed enclave runtime."""
+    mod = importlib.import_module(_RUNTIME_MODULE)
+    return str(mod.BOOTSTRAP_SOURCE), str(mod.runtime_root())
+
+
+def _high(fd: int) -> int:
+    """A close-on-exec duplicate of ``fd`` numbered above the target descriptors."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def spawn_enclave(private_fd: int, ecall_fd: int, *, source: str | None = None) -> int:
+    """Start an enclave process with ``private_fd`` as its fd 3 and ``ecall_fd`` as fd 4.
+
+    Returns its pid. The caller keeps (and closes) its own descriptors.
+    """
+    if source is None:
+        source, _ = runtime()
+    a, b = _high(private_fd), _high(ecall_fd)
+    try:
+        return os.posix_spawn(
+            sys.executable, [sys.executable, "-I", "-S", "-B", "-c", source], {},
+            file_actions=[(os.POSIX_SPAWN_DUP2, a, PRIVATE_FD),
+                          (os.POSIX_SPAWN_DUP2, b, ECALL_FD)],
+        )
+    finally:
+        os.close(a)
+        os.close(b)
+
+
+def kill_and_reap(pid: int, timeout: float = 2.0) -> None:
+    """SIGKILL ``pid`` (our child) and wait for it; a pid already reaped is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
