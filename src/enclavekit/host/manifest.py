@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..enclave.bootstrap import runtime_files
 from ..errors import ManifestError
 
 MANIFEST_NAME = "enclave.toml"
@@ -88,12 +89,17 @@ class Manifest:
         return _resolve(raw, path.parent.resolve(), where)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved manifest as plain JSON values (without the local root directory)."""
+        """The resolved manifest as plain JSON values (without the local root directory).
+
+        ``runtime.pin`` maps each enclave runtime file to its SHA-256, so MRENCLAVE covers
+        the exact runtime the enclave will import.
+        """
         return {
             "name": self.name, "entry": self.entry, "trusted": list(self.trusted),
             "product_id": self.product_id, "security_version": self.security_version,
             "debug": self.debug, "heap_size": self.heap_size, "stack_size": self.stack_size,
-            "threads": self.threads, "runtime": {"python": self.python},
+            "threads": self.threads,
+            "runtime": {"python": self.python, "pin": runtime_files()},
         }
 
     def canonical_json(self) -> bytes:

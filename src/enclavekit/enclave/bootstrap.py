@@ -1,0 +1,197 @@
+"""The enclave process's first code: the fixed ``-c`` source and the pinned runtime files.
+
+The device starts an enclave with ``sys.executable -I -S -B -c BOOTSTRAP_SOURCE`` (fd 3:
+private channel, fd 4: ecall socket). The bootstrap hardens the process (RLIMIT_CORE 0,
+``PR_SET_PDEATHSIG(SIGKILL)``, ``PR_SET_DUMPABLE(0)`` for production enclaves), reads the
+BOOT frame, checks the interpreter against ``runtime.python`` and the importer's bytes
+against ``runtime.pin`` from the measured manifest, executes those checked bytes, and hands
+over to the importer and the dispatcher. Until then it uses the standard library only: the
+BOOT payload is read by a small msgpack reader below (maps, ints, str, bin, bool, nil).
+
+``runtime_files()`` is what ``build`` records as ``runtime.pin``: relative path → SHA-256
+of every file the enclave may import outside the standard library; ``runtime_root()``
+says where those files live (directories joined with ``os.pathsep``; location is only a
+hint, the hash decides).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+__all__ = ["BOOTSTRAP_SOURCE", "RUNTIME_MODULES", "runtime_files", "runtime_root"]
+
+RUNTIME_MODULES = (
+    "enclavekit/errors.py",
+    "enclavekit/wire/__init__.py",
+    "enclavekit/wire/codec.py",
+    "enclavekit/wire/frame.py",
+    "enclavekit/wire/schema.py",
+    "enclavekit/sgx/_layout.py",
+    "enclavekit/sgx/consts.py",
+    "enclavekit/sgx/structs.py",
+    "enclavekit/vm/protocol.py",
+    "enclavekit/enclave/__init__.py",
+    "enclavekit/enclave/api.py",
+    "enclavekit/enclave/dispatch.py",
+    "enclavekit/enclave/importer.py",
+    "enclavekit/enclave/local.py",
+)
+"""The enclavekit files the runtime consists of (their packages' other files never load)."""
+THIRD_PARTY = ("msgpack", "cryptography", "_cffi_backend")
+"""Whole packages (every .py and extension module) pinned with the runtime."""
+
+
+def _origin(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin)
+
+
+def _roots() -> list[Path]:
+    roots = [Path(__file__).resolve().parents[2]]
+    for name in THIRD_PARTY:
+        origin = _origin(name)
+        if origin is None:
+            continue
+        root = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        if root.resolve() not in roots:
+            roots.append(root.resolve())
+    return roots
+
+
+def runtime_root() -> str:
+    """The directories holding the runtime files, joined with ``os.pathsep``."""
+    return os.pathsep.join(str(r) for r in _roots())
+
+
+@functools.lru_cache(maxsize=4)
+def _pin(key: tuple[tuple[str, str, int, int], ...]) -> tuple[tuple[str, str], ...]:
+    """Hashes of the files ``key`` names (cached while their mtimes and sizes stay)."""
+    return tuple((rel, hashlib.sha256(Path(path).read_bytes()).hexdigest())
+                 for rel, path, _, _ in key)
+
+
+def runtime_files() -> dict[str, str]:
+    """Relative path → SHA-256 hex of every pinned runtime file, sorted by path."""
+    roots = _roots()
+    files: dict[str, Path] = {rel: roots[0] / rel for rel in RUNTIME_MODULES}
+    for name in THIRD_PARTY:
+        origin = _origin(name)
+        if origin is None:
+            continue
+        if origin.name == "__init__.py":
+            base = origin.parent.parent
+            for path in sorted(origin.parent.rglob("*")):
+                if (path.suffix in (".py", ".so") and path.is_file()
+                        and "__pycache__" not in path.parts):
+                    files[path.relative_to(base).as_posix()] = path
+        else:
+            files[origin.name] = origin
+    key = []
+    for rel in sorted(files):
+        st = files[rel].stat()
+        key.append((rel, str(files[rel]), st.st_mtime_ns, st.st_size))
+    return dict(_pin(tuple(key)))
+
+
+BOOTSTRAP_SOURCE = r'''
+import os, sys
+def _enclave_boot():
+    import ctypes, hashlib, json, resource, struct
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL: die with the device
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0 until BOOT says debug
+    libc.mallopt(-8, 1)  # M_ARENA_MAX 1: no per-thread 64 MiB arenas under RLIMIT_AS
+    if os.getppid() == 1:
+        raise SystemExit("enclave: the device is gone")
+    def fail(msg):
+        sys.stderr.write("enclave bootstrap: " + msg + "\n")
+        raise SystemExit(2)
+    def read(n):
+        buf = b""
+        while len(buf) < n:
+            got = os.read(3, n - len(buf))
+            if not got:
+                fail("private channel closed before BOOT arrived")
+            buf += got
+        return buf
+    magic, version, mtype, flags, rid, length = struct.unpack("<4sHHIQI", read(24))
+    if magic != b"\x89EKP" or version != 1 or mtype != 20 or flags or length > 1 << 30:
+        fail("the first frame is not BOOT")
+    payload = read(length)
+    pos = 0
+    def take(n):
+        nonlocal pos
+        if pos + n > len(payload):
+            fail("BOOT payload is truncated")
+        pos += n
+        return payload[pos - n:pos]
+    def value(depth=0):
+        b = take(1)[0]
+        if b <= 0x7F: return b
+        if b >= 0xE0: return b - 0x100
+        if 0xA0 <= b <= 0xBF: return take(b & 0x1F).decode()
+        if b in (0xC0, 0xC2, 0xC3): return (None, False, True)[b - 0xC0 - (b > 0xC0)]
+        ints = {0xCC: "B", 0xCD: "H", 0xCE: "I", 0xCF: "Q", 0xD0: "b", 0xD1: "h", 0xD2: "i",
+                0xD3: "q"}
+        if b in ints:
+            f = ">" + ints[b]
+            return struct.unpack(f, take(struct.calcsize(f)))[0]
+        lens = {0xC4: "B", 0xC5: "H", 0xC6: "I", 0xD9: "B", 0xDA: "H", 0xDB: "I"}
+        if b in lens:
+            f = ">" + lens[b]
+            data = take(struct.unpack(f, take(struct.calcsize(f)))[0])
+            return data if b <= 0xC6 else data.decode()
+        if 0x80 <= b <= 0x8F or b in (0xDE, 0xDF):
+            n = b & 0x0F if b <= 0x8F else struct.unpack(">H" if b == 0xDE else ">I",
+                                                         take(2 if b == 0xDE else 4))[0]
+            if depth:
+                fail("BOOT payload nests maps")
+            return {value(1): value(1) for _ in range(n)}
+        fail("BOOT payload has an unexpected msgpack byte 0x%02X" % b)
+    boot = value()
+    if not isinstance(boot, dict) or pos != len(payload):
+        fail("BOOT payload is not one map")
+    if boot.get("debug") is True:
+        libc.prctl(4, 1, 0, 0, 0)
+    blob = boot.get("manifest")
+    if not isinstance(blob, bytes) or blob[:8] != b"EKMANIF1":
+        fail("BOOT carries no measured manifest")
+    (size,) = struct.unpack("<I", blob[8:12])
+    manifest = json.loads(blob[12:12 + size])
+    runtime = manifest.get("runtime", {})
+    want = runtime.get("python")
+    have = "%d.%d" % sys.version_info[:2]
+    if want != have:
+        fail("the manifest pins CPython %s but this interpreter is %s" % (want, have))
+    pin = runtime.get("pin") or {}
+    rel = "enclavekit/enclave/importer.py"
+    roots = str(boot.get("runtime_root", "")).split(os.pathsep)
+    for root in roots:
+        try:
+            with open(os.path.join(root, rel), "rb") as f:
+                code = f.read()
+            break
+        except OSError:
+            continue
+    else:
+        fail(rel + " is not in the runtime root")
+    if hashlib.sha256(code).hexdigest() != pin.get(rel):
+        fail(rel + " does not match its pin in the measured manifest (runtime changed "
+             "since the build: rebuild the enclave)")
+    mod = type(sys)("enclavekit.enclave.importer")
+    mod.__file__ = os.path.join(root, rel)
+    exec(compile(code, mod.__file__, "exec", dont_inherit=True), mod.__dict__)
+    sys.modules[mod.__name__] = mod
+    mod.install(manifest, roots)
+    from enclavekit.enclave import dispatch
+    dispatch.run(payload, 3, 4)
+_enclave_boot()
+'''
+"""The enclave process's ``-c`` source (fixed; the device never edits it)."""

@@ -1,0 +1,340 @@
+"""Ecalls and ocalls inside the enclave: declarations, the TCS-bounded dispatcher, boot.
+
+* ``@ecall`` registers a function the host may call by its exact name; its type hints are
+  the boundary's contract (``wire.CallSignature``). Names starting with ``_`` cannot be
+  declared, and the host's name is looked up exactly, so ``__init__``, look-alikes, ocall
+  names and anything undeclared get ``UnknownEcall`` before any enclave code runs (IF-1).
+* ``@ocall`` declares a host function; calling the stub inside an ecall sends an OCALL
+  frame with a fresh request id and waits for that reply only. Its result is decoded
+  against the declared return hint, so a hostile result is refused with
+  ``EcallArgumentError`` inside the enclave (IF-7). Replies with no pending ocall or a
+  wrong id are dropped and counted; the real pending ocall is unaffected (IF-11).
+* At most ``threads`` (TCS) ecalls run at once; one more is refused with ``EcallError``
+  "all N TCS are busy", never queued (IF-12).
+* Failures reach the host as ``ErrorInfo``: enclavekit errors keep their class, anything
+  else becomes ``EcallError("<Type>: <message>")``; debug enclaves add the trusted
+  traceback, production ones never do (IF-8). ``MemoryError`` becomes
+  ``EcallError("enclave heap exhausted (heap_size N)")`` and the enclave keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import resource
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import EcallArgumentError, EcallError, EnclaveKitError, ProtocolError, UnknownEcall
+from ..vm.protocol import (
+    Boot,
+    Call,
+    CallResult,
+    ErrorInfo,
+    InterfaceReply,
+    Msg,
+    rebuild_error,
+)
+from ..wire import (
+    FLAG_ERROR,
+    FLAG_REPLY,
+    CallSignature,
+    Frame,
+    decode_value,
+    encode_value,
+    recv_frame,
+    send_frame,
+)
+from ..wire.schema import signature_schema
+
+__all__ = ["Dispatcher", "Registry", "ecall", "ocall", "run"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+RUNTIME_SLACK = 48 << 20
+"""Address space allowed beyond the start-up footprint, heap and stacks: room for runtime
+modules loaded on first use (e.g. ``cryptography`` for ``verify_report``)."""
+MIN_THREAD_STACK = 1 << 20
+_OCALL_IDS = itertools.count(1 << 62)  # distinct from any id the host uses for ecalls
+_ctx = threading.local()
+
+
+@dataclass
+class Registry:
+    """Declared ecalls and ocalls (one per enclave; tests make their own)."""
+
+    ecalls: dict[str, tuple[CallSignature, Callable[..., Any]]] = field(default_factory=dict)
+    ocalls: dict[str, CallSignature] = field(default_factory=dict)
+
+    def _name(self, fn: Callable[..., Any], kind: str) -> str:
+        name = getattr(fn, "__name__", "")
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise TypeError(f"@{kind} {name!r}: names must be identifiers not starting with '_'")
+        if name in self.ecalls or name in self.ocalls:
+            raise TypeError(f"@{kind} {name!r} is already declared")
+        return name
+
+    def ecall(self, fn: F) -> F:
+        """Declare ``fn`` as an ecall (type hints required)."""
+        name = self._name(fn, "ecall")
+        self.ecalls[name] = (CallSignature.from_function(fn, name=name, kind="ecall"), fn)
+        return fn
+
+    def ocall(self, fn: F) -> F:
+        """Declare an ocall the host implements; calling the stub performs it."""
+        name = self._name(fn, "ocall")
+        sig = CallSignature.from_function(fn, name=name, kind="ocall")
+        self.ocalls[name] = sig
+
+        def stub(*args: object, **kwargs: object) -> object:
+            disp: Dispatcher | None = getattr(_ctx, "dispatcher", None)
+            if disp is None:
+                raise EcallError(f"ocall {name!r} can only be made while an ecall is running")
+            return disp.ocall(sig, args, kwargs)
+
+        stub.__name__ = name
+        stub.__qualname__ = getattr(fn, "__qualname__", name)
+        stub.__doc__ = fn.__doc__
+        stub.__wrapped__ = fn  # type: ignore[attr-defined]
+        return stub  # type: ignore[return-value]
+
+
+REGISTRY = Registry()
+ecall = REGISTRY.ecall
+ocall = REGISTRY.ocall
+
+
+class _Pending:
+    __slots__ = ("event", "frame")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.frame: Frame | None = None
+
+
+class Dispatcher:
+    """Serves INTERFACE and ECALL frames on the ecall socket; sends OCALLs from ecalls."""
+
+    def __init__(self, sock: socket.socket, *, threads: int, debug: bool, heap_size: int = 0,
+                 registry: Registry | None = None, startup_error: str | None = None) -> None:
+        self.sock = sock
+        self.threads = threads
+        self.debug = debug
+        self.heap_size = heap_size
+        self.registry = registry if registry is not None else REGISTRY
+        self.startup_error = startup_error
+        self.send_lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.busy = 0
+        self.pending: dict[int, _Pending] = {}
+        self.refused_replies = 0
+        self.closed = False
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tcs")
+
+    # ----------------------------------------------------------------- sending
+
+    def _send(self, msg: int, rid: int, payload: bytes, flags: int = 0) -> None:
+        with self.send_lock:
+            send_frame(self.sock, msg, rid, payload, flags=flags)
+
+    def _fail(self, msg: int, rid: int, exc: BaseException) -> None:
+        info = self._error_info(exc)
+        with contextlib.suppress(OSError):
+            self._send(msg, rid, encode_value(info, ErrorInfo), FLAG_REPLY | FLAG_ERROR)
+
+    def _error_info(self, exc: BaseException) -> ErrorInfo:
+        if isinstance(exc, MemoryError):
+            return ErrorInfo("EcallError", f"enclave heap exhausted (heap_size {self.heap_size})")
+        if isinstance(exc, EnclaveKitError):
+            name, message = type(exc).__name__, str(exc)
+            code = int(getattr(exc, "code", 0) or 0)
+        else:
+            name, message, code = "EcallError", f"{type(exc).__name__}: {exc}", 0
+        if self.debug and exc.__traceback__ is not None:
+            trace = "".join(traceback.format_exception(exc)).rstrip()
+            message = f"{message}\n--- enclave traceback (debug enclave) ---\n{trace}"
+        return ErrorInfo(name, message, code)
+
+    # ----------------------------------------------------------------- serving
+
+    def serve(self) -> None:
+        """Answer frames until the host closes the ecall socket."""
+        try:
+            while True:
+                try:
+                    frame = recv_frame(self.sock)
+                except (OSError, ProtocolError):
+                    return
+                if frame is None:
+                    return
+                self.handle(frame)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop serving: wake every pending ocall with a failure."""
+        with self.lock:
+            self.closed = True
+            pending = list(self.pending.values())
+        for p in pending:
+            p.event.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def handle(self, frame: Frame) -> None:
+        """One frame from the host."""
+        if frame.is_reply:
+            self._ocall_reply(frame)
+            return
+        try:
+            if frame.msg_type == Msg.INTERFACE:
+                self._interface(frame)
+            elif frame.msg_type == Msg.ECALL:
+                self._ecall(frame)
+            else:
+                raise ProtocolError(f"message type {frame.msg_type} is not served on the "
+                                    "ecall socket (expected INTERFACE or ECALL)")
+        except Exception as exc:
+            self._fail(frame.msg_type, frame.request_id, exc)
+
+    def _interface(self, frame: Frame) -> None:
+        if self.startup_error:
+            raise EcallError(self.startup_error)
+        reply = InterfaceReply(
+            [signature_schema(s) for s, _ in self.registry.ecalls.values()],
+            [signature_schema(s) for s in self.registry.ocalls.values()])
+        self._send(Msg.INTERFACE, frame.request_id, encode_value(reply, InterfaceReply),
+                   FLAG_REPLY)
+
+    def _ecall(self, frame: Frame) -> None:
+        call = decode_value(frame.payload, Call, what="ECALL")
+        if self.startup_error:
+            raise EcallError(self.startup_error)
+        entry = self.registry.ecalls.get(call.name)
+        if entry is None or type(call.name) is not str:
+            raise UnknownEcall(f"no ecall named {call.name[:80]!r} is declared by this enclave "
+                               f"(declared: {', '.join(sorted(self.registry.ecalls)) or 'none'})")
+        with self.lock:
+            if self.busy >= self.threads:
+                raise EcallError(f"all {self.threads} TCS are busy; retry when an ecall "
+                                 "returns (the manifest's 'threads' bounds concurrent ecalls)")
+            self.busy += 1
+        try:
+            self.pool.submit(self._run, frame.request_id, entry, call.args)
+        except RuntimeError:
+            with self.lock:
+                self.busy -= 1
+            raise EcallError("the enclave is shutting down") from None
+
+    def _run(self, rid: int, entry: tuple[CallSignature, Callable[..., Any]],
+             args: bytes) -> None:
+        sig, fn = entry
+        _ctx.dispatcher = self
+        try:
+            bound = sig.decode_args(args)
+            result = fn(*bound.args, **bound.kwargs)
+            try:
+                data = sig.encode_result(result)
+            except EcallArgumentError as exc:
+                detail = f" ({exc})" if self.debug else ""
+                raise EcallError(f"ecall {sig.name!r} returned a value that does not match its "
+                                 f"declared return type{detail}") from None
+            payload, flags = encode_value(CallResult(data), CallResult), FLAG_REPLY
+        except BaseException as exc:  # every failure goes back typed
+            payload = encode_value(self._error_info(exc), ErrorInfo)
+            flags = FLAG_REPLY | FLAG_ERROR
+        finally:
+            _ctx.dispatcher = None
+            with self.lock:  # the TCS is free before the host can see the reply
+                self.busy -= 1
+        with contextlib.suppress(OSError):
+            self._send(Msg.ECALL, rid, payload, flags)
+
+    # ----------------------------------------------------------------- ocalls
+
+    def ocall(self, sig: CallSignature, args: tuple[object, ...],
+              kwargs: dict[str, object]) -> object:
+        """Perform an ocall from the current ecall; the result is checked as hostile input."""
+        payload = encode_value(Call(sig.name, sig.encode_args(args, kwargs)), Call)
+        rid = next(_OCALL_IDS)
+        pending = _Pending()
+        with self.lock:
+            if self.closed:
+                raise EcallError(f"ocall {sig.name!r}: the host closed the ecall socket")
+            self.pending[rid] = pending
+        try:
+            self._send(Msg.OCALL, rid, payload)
+            pending.event.wait()
+        finally:
+            with self.lock:
+                self.pending.pop(rid, None)
+        frame = pending.frame
+        if frame is None:
+            raise EcallError(f"ocall {sig.name!r}: the host closed the ecall socket")
+        if frame.is_error:
+            raise rebuild_error(decode_value(frame.payload, ErrorInfo,
+                                             what=f"ocall {sig.name!r} error"))
+        result = decode_value(frame.payload, CallResult, what=f"ocall {sig.name!r} reply")
+        return sig.decode_result(result.result)
+
+    def _ocall_reply(self, frame: Frame) -> None:
+        with self.lock:
+            pending = self.pending.get(frame.request_id)
+            if pending is None or pending.frame is not None or frame.msg_type != Msg.OCALL:
+                self.refused_replies += 1  # IF-11: unsolicited, repeated or misdirected
+                return
+            pending.frame = frame
+        pending.event.set()
+
+
+# --------------------------------------------------------------------------- boot
+
+
+def _entry_module(manifest_blob: bytes) -> str:
+    size = int.from_bytes(manifest_blob[8:12], "little")
+    manifest = json.loads(manifest_blob[12 : 12 + size])
+    entry = str(manifest["entry"])
+    parts = entry[:-3].split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _limit_heap(heap_size: int, threads: int, stack: int) -> None:
+    """Cap the address space: start-up footprint + heap + thread stacks + runtime slack."""
+    with open("/proc/self/statm", "rb") as f:
+        vm_pages = int(f.read().split()[0])
+    limit = vm_pages * os.sysconf("SC_PAGE_SIZE") + heap_size + threads * stack + RUNTIME_SLACK
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def run(payload: bytes, private_fd: int, ecall_fd: int) -> None:
+    """The enclave process after the bootstrap: decode BOOT, load the app, serve ecalls."""
+    import importlib
+
+    from . import api, importer
+
+    boot = decode_value(payload, Boot, what="BOOT")
+    private = socket.socket(fileno=private_fd)
+    ecalls = socket.socket(fileno=ecall_fd)
+    api._connect(private, boot)
+    importer.add_bundle(boot.bundle)
+    stack = max(boot.stack_size, MIN_THREAD_STACK)
+    threading.stack_size(stack)
+    startup_error = None
+    try:
+        importlib.import_module(_entry_module(boot.manifest))
+    except BaseException as exc:
+        startup_error = f"the enclave app failed to start: {type(exc).__name__}: {exc}"
+        if boot.debug:
+            startup_error += "\n" + "".join(traceback.format_exception(exc)).rstrip()
+    disp = Dispatcher(ecalls, threads=boot.threads, debug=boot.debug, heap_size=boot.heap_size,
+                      startup_error=startup_error)
+    _limit_heap(boot.heap_size, boot.threads, stack)
+    disp.serve()
+    os._exit(0)
