@@ -58,3 +58,29 @@ def test_env_override_of_the_data_dir(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("ENCLAVEKIT_HOME", str(tmp_path))
     assert run("vm", "create", "envvm")[0] == 0
     assert (tmp_path / "vms" / "envvm" / "platform.json").is_file()
+
+
+def test_start_show_stop(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    assert run("vm", "--data-dir", d, "create", "svc", "--size", "DC1s_v2")[0] == 0
+    code, _, err = run("vm", "--data-dir", d, "stop", "svc")
+    assert code == 1 and "DeviceUnavailable" in err and "enclavekit vm start svc" in err
+    code, out, err = run("vm", "--data-dir", d, "start", "svc")
+    assert code == 0, err
+    pid = int(out.split("device pid ")[1].split(",")[0])
+    try:
+        code, _, err = run("vm", "--data-dir", d, "start", "svc")
+        assert code == 1 and "already served" in err  # one device per VM (flock)
+        code, out, _ = run("vm", "--data-dir", d, "show", "svc", "--json")
+        shown = json.loads(out)
+        assert shown["running"] is True and shown["enclaves"] == []
+        assert shown["epc_used_pages"] + shown["epc_free_pages"] == 28 * 256
+        code, out, _ = run("vm", "--data-dir", d, "show", "svc")
+        assert code == 0 and "epc_free_pages" in out
+    finally:
+        code, out, _ = run("vm", "--data-dir", d, "stop", "svc")
+    assert code == 0 and "stopped VM svc" in out
+    assert not Path(f"/proc/{pid}").exists() or b"enclavekit.vm.device" not in \
+        Path(f"/proc/{pid}/cmdline").read_bytes()
+    code, out, _ = run("vm", "--data-dir", d, "show", "svc", "--json")
+    assert json.loads(out)["running"] is False

@@ -8,6 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import DeviceUnavailable
+from ..host.vm import VM, VMStatus
 from ..vm.datadir import data_dir
 from ..vm.platform import PlatformStore
 from ..vm.sku import DEFAULT_SIZE, SKU
@@ -80,20 +82,75 @@ def list_vms(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def show(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show VM NAME: size, EPC and platform identity (never its secrets)."""
+    """Show VM NAME: size, EPC total/used/free, platform identity (never its secrets) and,
+    when its device runs, each enclave with MRENCLAVE, pages used and state."""
     ident = _store(ctx).load(name)
     sku = ident.sku
-    doc = {
+    status = _status(ctx, name)
+    doc: dict[str, object] = {
         "name": ident.name, "size": sku.name, "vcpus": sku.vcpus, "memory_gib": sku.memory_gib,
         "epc_total_pages": sku.epc_pages, "epc_total_mib": sku.epc_mib,
+        "running": status is not None,
+        "epc_used_pages": status.epc_used_pages if status else 0,
+        "epc_free_pages": status.epc_free_pages if status else sku.epc_pages,
         "cpusvn": ident.cpusvn.hex(), "pcesvn": ident.pcesvn, "ppid": ident.ppid.hex(),
         "fmspc": ident.fmspc.hex(), "pceid": ident.pceid.hex(), "created": ident.created,
     }
+    enclaves = [{"enclave_id": e.enclave_id, "name": e.name, "mrenclave": e.mrenclave.hex(),
+                 "mrsigner": e.mrsigner.hex(), "debug": e.debug, "pages": e.pages,
+                 "pages_resident": e.pages_resident, "state": e.state, "pid": e.pid}
+                for e in (status.enclaves if status else [])]
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps({**doc, "enclaves": enclaves}, indent=2))
         return
     for key, value in doc.items():
         click.echo(f"{key:<16} {value}")
+    if enclaves:
+        table = Table("id", "name", "MRENCLAVE", "pages", "resident", "state")
+        for e in enclaves:
+            table.add_row(str(e["enclave_id"]), str(e["name"]), str(e["mrenclave"]),
+                          str(e["pages"]), str(e["pages_resident"]), str(e["state"]))
+        Console(width=200).print(table)
+
+
+def _status(ctx: click.Context, name: str) -> VMStatus | None:
+    try:
+        with VM.open(name, _store(ctx).root) as vm:
+            return vm.status()
+    except DeviceUnavailable:
+        return None
+
+
+@vm_group.command("start")
+@click.argument("name")
+@click.option("--foreground", is_flag=True, help="Serve in this process until stopped.")
+@click.option("--allow-signer", multiple=True, metavar="HEX",
+              help="Launch allow-list: only this MRSIGNER may EINIT (repeatable).")
+@click.pass_context
+def start(ctx: click.Context, name: str, foreground: bool, allow_signer: tuple[str, ...]) -> None:
+    """Start VM NAME's device service (in the background unless --foreground)."""
+    store = _store(ctx)
+    store.load(name)
+    extra = [a for h in allow_signer for a in ("--allow-signer", h)]
+    if foreground:
+        from ..vm.device import main as device_main
+
+        sock = str(store.path(name).parent / "device.sock")
+        raise SystemExit(device_main(["--data-dir", str(store.root), "--vm", name,
+                                      "--socket", sock, "--publish", *extra]))
+    vm = VM.start(name, store.root, extra_args=extra)
+    click.echo(f"started VM {name}: device pid {vm.pid}, socket {vm.socket_path}")
+    vm.close()
+
+
+@vm_group.command("stop")
+@click.argument("name")
+@click.pass_context
+def stop(ctx: click.Context, name: str) -> None:
+    """Stop VM NAME's device service (its enclaves are unloaded)."""
+    vm = VM.open(name, _store(ctx).root)
+    vm.stop()
+    click.echo(f"stopped VM {name}")
 
 
 @vm_group.command("delete")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeviceError, DeviceUnavailable, ProtocolError, VMNotFound
+from ..errors import DeviceError, DeviceUnavailable, ProtocolError, VMError, VMNotFound
 from ..vm import protocol as p
 from ..vm.datadir import data_dir
 from ..vm.platform import PlatformStore
@@ -182,6 +182,10 @@ class VM:
         """Start VM ``name``'s device in the background and connect to it."""
         store = _store(data_dir)
         store.load(name)
+        running = _device_info(store, name)
+        if running is not None:
+            raise VMError(f"VM {name!r} is already served by a device (pid {running['pid']}); "
+                          f"stop it with 'enclavekit vm stop {name}'")
         vm_dir = store.path(name).parent
         sock = str(vm_dir / "device.sock")
         if len(sock.encode()) > 100:
