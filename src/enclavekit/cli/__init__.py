@@ -34,9 +34,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import enclave, keys, sgxs, sigstruct, vm
+    from . import demo, enclave, keys, sgxs, sigstruct, vm
 
-    for module in (keys, sgxs, sigstruct, vm, enclave):
+    for module in (keys, sgxs, sigstruct, vm, enclave, demo):
         module.register(main)
 
 

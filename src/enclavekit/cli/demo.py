@@ -1,0 +1,257 @@
+"""`enclavekit demo`: two data owners, joint statistics in an enclave, the host sees ciphertext.
+
+The flow (public calls only; the apps are ``examples/joint_stats`` and
+``examples/owner_agent`` of the source checkout):
+
+1. Alice and Bob each make an AES-256-GCM data key and encrypt their records.
+2. Both apps are built and signed with a key made for this run and loaded (production
+   mode) on the embedded default VM.
+3. The owners hand their keys to the owner agent enclave with the identity they expect
+   of the compute enclave (MRENCLAVE/MRSIGNER they computed from the signed file).
+   The agent attests the compute enclave locally and releases the keys wrapped under
+   the session key; the host relays those bytes.
+4. The compute enclave decrypts, computes, and returns each owner's copy encrypted
+   under that owner's key; the owners decrypt and compare with a plain computation.
+5. A compute image with one changed byte in a measured page is refused by EINIT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import EnclaveKitError, InvalidMeasurement, ManifestError
+
+OWNERS = {"alice": ("Alice", 300, 11), "bob": ("Bob", 240, 29)}
+"""owner id → (display name, record count, random seed)."""
+BATCH = 60
+NONCE = 12
+FIELDS = ("age", "income")
+
+
+def records(owner: str) -> list[dict[str, int]]:
+    """The owner's synthetic records (deterministic): integer age and yearly income."""
+    _, count, seed = OWNERS[owner]
+    rng = random.Random(seed)
+    return [{"age": rng.randint(18, 90), "income": rng.randrange(18_000, 250_000, 7)}
+            for _ in range(count)]
+
+
+def plain_statistics(rows: list[dict[str, int]]) -> dict[str, dict[str, float]]:
+    """The reference computation, in the clear: count, mean (2 decimals), min, max."""
+    stats: dict[str, dict[str, float]] = {}
+    for name in FIELDS:
+        column = sorted(r[name] for r in rows)
+        stats[name] = {"count": len(column), "mean": round(sum(column) / len(column), 2),
+                       "min": column[0], "max": column[-1]}
+    return stats
+
+
+def examples_dir() -> Path:
+    """The ``examples/`` directory of the source checkout enclavekit runs from.
+
+    Raises:
+        ManifestError: there is none (e.g. enclavekit installed from a wheel).
+    """
+    here = Path(__file__).resolve().parents[3] / "examples"
+    if not (here / "joint_stats" / "enclave.toml").is_file():
+        raise ManifestError(f"{here}: the demo's example apps are not there; run the demo "
+                            "from a source checkout installed with 'pip install -e .' or pass "
+                            "--examples DIR")
+    return here
+
+
+def _aad(kind: str, owner: str, extra: str = "") -> bytes:
+    return f"joint-stats/v1/{kind}/{owner}/{extra}".encode()
+
+
+def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _snippet(blob: bytes) -> str:
+    return f"{blob[:8].hex()}…{blob[-4:].hex()}"
+
+
+class _Host:
+    """What the untrusted host relays, printed as ``host saw`` lines."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bytes_seen = 0
+
+    def saw(self, label: str, blob: bytes) -> bytes:
+        self.bytes_seen += len(blob)
+        self.console.print(f"  host saw  {label:<26} {len(blob):>6} B  {_snippet(blob)}",
+                           highlight=False, markup=False)
+        return blob
+
+
+def tamper(image: Any) -> Any:
+    """A copy of a signed enclave file with one byte changed in a measured bundle page.
+
+    The SGXS stream and the metadata's MRENCLAVE are made consistent, the SIGSTRUCT is
+    the original one: only EINIT (ENCLAVEHASH against the measured MRENCLAVE) can tell.
+    """
+    from ..sgx.sgxs import write_sgxs
+
+    stream = image.stream()
+    bundle = next(r for r in image.regions if r.name == "bundle")
+    pages = list(stream.pages)
+    index = next(i for i, p in enumerate(pages) if p.offset == bundle.offset)
+    data = bytearray(pages[index].data)
+    data[200] ^= 0x01
+    pages[index] = dataclasses.replace(pages[index], data=bytes(data))
+    sgxs = write_sgxs(pages, ssaframesize=stream.ssaframesize, size=stream.size)
+    metadata = {**image.metadata, "mrenclave": hashlib.sha256(sgxs).hexdigest()}
+    return type(image)(metadata, sgxs, image.sigstruct)
+
+
+def _step(console: Console, text: str) -> None:
+    console.print(f"\n[bold cyan]▸ {text}[/]")
+
+
+def _stats_lines(result: dict[str, Any]) -> list[str]:
+    counts = ", ".join(f"{o} {n}" for o, n in result["owners"].items())
+    lines = [f"{sum(result['owners'].values())} records ({counts})"]
+    for name in FIELDS:
+        s = result["stats"][name]
+        lines += [f"{name}: mean {s['mean']:,.2f}", f"  range {s['min']:,}–{s['max']:,}"]
+    return lines
+
+
+def run(console: Console, examples: Path | None = None) -> int:
+    """Run the demo; 0 when every check holds, else 1 with the reason printed."""
+    import enclavekit
+
+    started = time.monotonic()
+    host = _Host(console)
+    examples = examples or examples_dir()
+    console.rule("[bold]enclavekit demo: joint statistics over two owners' encrypted records")
+
+    _step(console, "1. Alice and Bob encrypt their records with their own AES-256-GCM keys")
+    keys = {owner: AESGCM.generate_key(bit_length=256) for owner in OWNERS}
+    batches: dict[str, list[bytes]] = {}
+    for owner in OWNERS:
+        rows = records(owner)
+        batches[owner] = [
+            _seal(keys[owner], json.dumps(rows[i : i + BATCH]).encode(),
+                  _aad("records", owner, str(i // BATCH)))
+            for i in range(0, len(rows), BATCH)]
+        console.print(f"  {OWNERS[owner][0]}: {len(rows)} records in {len(batches[owner])} "
+                      "encrypted batches")
+
+    _step(console, "2. Build and sign the two example apps; load them on the default VM")
+    signing_key = enclavekit.SigningKey.generate()
+    compute_file = enclavekit.build(examples / "joint_stats").sign(signing_key)
+    agent_file = enclavekit.build(examples / "owner_agent").sign(signing_key)
+    # The owners compute the expected identity themselves, from the signed file's bytes.
+    expected = enclavekit.EnclaveFile.from_bytes(compute_file.to_bytes())
+    assert expected.mrsigner is not None
+    console.print(f"  joint_stats MRENCLAVE {expected.mrenclave.hex()}")
+    console.print(f"  MRSIGNER (demo key)   {expected.mrsigner.hex()}")
+    vm = enclavekit.VM.default()
+    with vm.load(compute_file) as compute, vm.load(agent_file) as agent:
+        console.print(f"  loaded joint_stats (enclave {compute.enclave_id}, debug "
+                      f"{compute.debug}) and owner_agent (enclave {agent.enclave_id}, debug "
+                      f"{agent.debug})")
+
+        _step(console, "3. Owners give their keys to the owner agent; it attests joint_stats")
+        for owner in OWNERS:
+            agent.ecalls.deposit_key(owner, keys[owner], expected.mrenclave, expected.mrsigner)
+        console.print("  (keys go to the owners' own enclave; remote attestation and key "
+                      "release replace this step later)", style="dim")
+        hello_agent = host.saw("agent TARGETINFO + nonce", agent.ecalls.attest_start())
+        hello_compute = host.saw("compute TARGETINFO + nonce", compute.ecalls.attest_start())
+        offer_agent = host.saw("agent REPORT + pubkey", agent.ecalls.attest_respond(
+            hello_compute))
+        offer_compute = host.saw("compute REPORT + pubkey", compute.ecalls.attest_respond(
+            hello_agent))
+        fp_agent = agent.ecalls.attest_finish(offer_compute)
+        fp_compute = compute.ecalls.attest_finish(offer_agent)
+        if fp_agent != fp_compute:
+            console.print("[red]FAIL: the two enclaves derived different session keys[/]")
+            return 1
+        console.print(f"  both enclaves derived the same session key (fingerprint "
+                      f"{fp_agent.hex()})")
+        wrapped = agent.ecalls.release_keys()
+        for owner, blob in wrapped.items():
+            host.saw(f"wrapped key {owner}", blob)
+        accepted = compute.ecalls.receive_keys(wrapped)
+        console.print(f"  joint_stats holds the keys of {', '.join(accepted)}")
+
+        _step(console, "4. Encrypted batches go in; joint statistics come out re-encrypted")
+        for owner in OWNERS:
+            for number, blob in enumerate(batches[owner]):
+                compute.ecalls.add_records(owner, number, host.saw(
+                    f"records {owner}/{number}", blob))
+        sealed = compute.ecalls.compute()
+        for owner, blob in sealed.items():
+            host.saw(f"result for {owner}", blob)
+
+    decrypted = {owner: json.loads(AESGCM(keys[owner]).decrypt(
+        sealed[owner][:NONCE], sealed[owner][NONCE:], _aad("result", owner)))
+        for owner in OWNERS}
+    everyone = [r for owner in sorted(OWNERS) for r in records(owner)]
+    reference = {"owners": {o: len(records(o)) for o in sorted(OWNERS)},
+                 "stats": plain_statistics(everyone)}
+
+    table = Table(title="side by side", show_lines=True)
+    table.add_column("what the host saw", no_wrap=True)
+    for owner in OWNERS:
+        table.add_column(f"what {OWNERS[owner][0]} decrypts")
+    table.add_row("\n".join([f"{host.bytes_seen:,} B relayed,", "all ciphertext:",
+                             *(f"{o}: {b[:6].hex()}…" for o, b in sealed.items())]),
+                  *("\n".join(_stats_lines(decrypted[o])) for o in OWNERS))
+    console.print(table)
+    for owner in OWNERS:
+        console.print(f"  {OWNERS[owner][0]} decrypts: "
+                      f"{json.dumps(decrypted[owner]['stats'], sort_keys=True)}",
+                      highlight=False, markup=False)
+    if any(decrypted[o] != reference for o in OWNERS):
+        console.print("[red]FAIL: the enclave's result differs from the plain computation[/]")
+        return 1
+    console.print("  [green]✓[/] both owners' results match the plain computation")
+
+    _step(console, "5. A tampered joint_stats image (one byte in a measured page) is refused")
+    try:
+        with vm.load(tamper(compute_file)):
+            pass
+    except InvalidMeasurement as exc:
+        console.print(f"  [green]✓[/] refused: {exc}", highlight=False)
+    except EnclaveKitError as exc:
+        console.print(f"[red]FAIL: expected SGX_INVALID_MEASUREMENT from EINIT, got "
+                      f"{type(exc).__name__}: {exc}[/]", highlight=False)
+        return 1
+    else:
+        console.print("[red]FAIL: the tampered image was loaded[/]")
+        return 1
+    console.rule(f"[bold green]demo complete in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+@click.command("demo")
+@click.option("--examples", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="The examples/ directory (default: the source checkout's).")
+def demo(examples: Path | None) -> None:
+    """Joint statistics over two owners' encrypted data in an attested enclave."""
+    code = run(Console(highlight=False, soft_wrap=True), examples)
+    if code:
+        raise SystemExit(code)
+
+
+def register(group: click.Group) -> None:
+    """Add ``demo`` to the ``enclavekit`` group."""
+    group.add_command(demo)

@@ -1,0 +1,138 @@
+"""`enclavekit demo` end to end: exit 0, owners' results right, host saw only ciphertext,
+the tampered image refused by EINIT, and no process left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import enclavekit
+from enclavekit.cli.demo import FIELDS, OWNERS, records, tamper
+from enclavekit.host.image import EnclaveFile
+from enclavekit.host.layout import build_layout
+from enclavekit.host.manifest import Manifest
+from tests.sgx.conftest import session_signing_key
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@dataclass
+class DemoRun:
+    code: int
+    stdout: str
+    stderr: str
+    leftovers: list[int]
+
+
+def _procs() -> dict[int, tuple[int, str]]:
+    """pid → (session id, command line) of every process we can see."""
+    found: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(entry.name)] = (int(fields[3]), cmd)
+    return found
+
+
+def _related(root: int, home: str) -> list[int]:
+    """Processes of the demo's session, or a device serving its data directory, and theirs."""
+    procs = _procs()
+    sessions = {root} | {pid for pid, (_, cmd) in procs.items() if home in cmd}
+    return sorted(pid for pid, (sid, cmd) in procs.items()
+                  if pid != os.getpid() and (sid in sessions or home in cmd))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    pytest.importorskip("enclavekit.enclave.local", reason="the enclave runtime has not landed")
+    if not hasattr(enclavekit, "VM"):
+        pytest.skip("the host SDK (enclavekit.VM) has not landed")
+    home = str(tmp_path_factory.mktemp("ekhome"))
+    env = {**os.environ, "ENCLAVEKIT_HOME": home, "COLUMNS": "120"}
+    proc = subprocess.Popen([sys.executable, "-m", "enclavekit", "demo"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    deadline = time.monotonic() + 5
+    while (left := _related(proc.pid, home)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield DemoRun(proc.returncode, out, err, left)
+    for pid in left:  # never leave anything behind, even when the test fails
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_demo_exits_zero_and_leaves_no_process(demo: DemoRun) -> None:
+    assert demo.code == 0, demo.stdout + demo.stderr
+    assert demo.leftovers == [], f"processes left behind: {demo.leftovers}"
+    assert "match the plain computation" in demo.stdout
+
+
+def test_owners_decrypt_the_true_joint_statistics(demo: DemoRun) -> None:
+    everyone = [r for owner in OWNERS for r in records(owner)]
+    for owner, (name, _, _) in OWNERS.items():
+        line = next(ln for ln in demo.stdout.splitlines() if f"{name} decrypts:" in ln)
+        stats = json.loads(line.split("decrypts:", 1)[1])
+        for field in FIELDS:
+            values = [r[field] for r in everyone]
+            assert stats[field]["count"] == len(values), owner
+            assert stats[field]["mean"] == pytest.approx(statistics.fmean(values), abs=0.005)
+            assert (stats[field]["min"], stats[field]["max"]) == (min(values), max(values))
+
+
+def test_host_saw_only_ciphertext(demo: DemoRun) -> None:
+    host = [ln for ln in demo.stdout.splitlines() if ln.lstrip().startswith("host saw")]
+    labels = " ".join(host)
+    for owner in OWNERS:
+        assert f"records {owner}/0" in labels and f"result for {owner}" in labels
+        assert f"wrapped key {owner}" in labels
+    tokens = set(re.findall(r"\b\d+\b", " ".join(ln.split(" B ")[-1] for ln in host)))
+    values = {str(r[f]) for owner in OWNERS for r in records(owner) for f in FIELDS}
+    assert not tokens & {v for v in values if len(v) >= 5}, "a record value reached the host"
+    assert not any(word in labels for word in ('"age"', '"income"', "{"))
+
+
+def test_tampered_image_is_refused_by_einit(demo: DemoRun) -> None:
+    line = next(ln for ln in demo.stdout.splitlines() if "refused" in ln and "EINIT" in ln)
+    assert "SGX_INVALID_MEASUREMENT" in line
+
+
+def test_tamper_changes_one_measured_byte_and_keeps_the_sigstruct() -> None:
+    manifest = Manifest.load(EXAMPLES / "joint_stats")
+    image = EnclaveFile.from_layout(build_layout(manifest), manifest.to_dict())
+    signed = image.sign(session_signing_key())
+    bad = tamper(signed)
+    assert bad.sigstruct == signed.sigstruct and signed.sigstruct is not None
+    assert bad.stream().mrenclave() != signed.sigstruct.enclavehash
+    diff = [(a.offset, i) for a, b in zip(signed.stream().pages, bad.stream().pages, strict=True)
+            for i in range(len(a.data)) if a.data[i] != b.data[i]]
+    assert len(diff) == 1
+
+
+def test_records_are_deterministic_and_plausible() -> None:
+    for owner, (_, count, _) in OWNERS.items():
+        rows = records(owner)
+        assert rows == records(owner) and len(rows) == count
+        assert all(18 <= r["age"] <= 90 and 18_000 <= r["income"] < 250_000 for r in rows)
