@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from enclavekit.enclave.bootstrap import runtime_files
 from enclavekit.enclave.importer import PinnedFinder, parse_bundle
+from enclavekit.vm.bootstrap import runtime_files
 
 
 def _finder(tmp_path: Path, pinned: bytes, on_disk: bytes) -> PinnedFinder:

@@ -15,25 +15,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._fs import atomic_write
-from ..errors import InvalidStructure
 from ..sgx.consts import XFRM_LEGACY, AttributeFlags
 from ..sgx.sgxs import SgxsStream, read_sgxs
 from ..sgx.signing import SigningKey
 from ..sgx.sigstruct import build_sigstruct, mrsigner, sign, verify
 from ..sgx.structs import Attributes, SigStruct
+from ..vm.image_format import SIGSTRUCT_BYTES, image_error, join_image, split_image
 from .layout import MANIFEST_MAGIC, Layout, Region
 
-IMAGE_MAGIC = b"EKIMAGE1"
-IMAGE_VERSION = 1
-SIGSTRUCT_BYTES = 1808
-_HEAD = struct.Struct("<8sII")
-_U64 = struct.Struct("<Q")
 _METADATA_KEYS = {"name", "regions", "ssaframesize", "size", "manifest", "mrenclave"}
-_MAX_METADATA = 1 << 20
-
-
-def _fail(detail: str) -> InvalidStructure:
-    return InvalidStructure("enclave image", detail)
+_fail = image_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +111,7 @@ class EnclaveFile:
         """The enclave file's bytes."""
         meta = json.dumps(self.metadata, sort_keys=True, separators=(",", ":")).encode()
         sig = self.sigstruct.to_bytes() if self.sigstruct is not None else bytes(SIGSTRUCT_BYTES)
-        return b"".join([_HEAD.pack(IMAGE_MAGIC, IMAGE_VERSION, len(meta)), meta,
-                         _U64.pack(len(self.sgxs)), self.sgxs, sig])
+        return join_image(meta, self.sgxs, sig)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the enclave file atomically."""
@@ -142,25 +132,8 @@ class EnclaveFile:
                 MRENCLAVE, or the SIGSTRUCT is for another MRENCLAVE.
             InvalidSignature / InvalidSigStruct: the attached SIGSTRUCT does not verify.
         """
-        if len(data) < _HEAD.size:
-            raise _fail(f"file is {len(data)} bytes, too short for the header")
-        magic, version, meta_len = _HEAD.unpack_from(data)
-        if magic != IMAGE_MAGIC:
-            raise _fail(f"magic is {magic!r}, expected {IMAGE_MAGIC!r}; is this an enclave file?")
-        if version != IMAGE_VERSION:
-            raise _fail(f"version {version} is not supported (expected {IMAGE_VERSION})")
-        pos = _HEAD.size
-        if meta_len > _MAX_METADATA or pos + meta_len + _U64.size > len(data):
-            raise _fail(f"metadata length {meta_len} runs past the end of the file")
-        metadata = _metadata(data[pos : pos + meta_len])
-        pos += meta_len
-        (sgxs_len,) = _U64.unpack_from(data, pos)
-        pos += _U64.size
-        if pos + sgxs_len + SIGSTRUCT_BYTES != len(data):
-            raise _fail(f"SGXS length {sgxs_len} and the {SIGSTRUCT_BYTES}-byte SIGSTRUCT do not "
-                        f"end at the end of the file ({len(data)} bytes)")
-        sgxs = data[pos : pos + sgxs_len]
-        sig_raw = data[pos + sgxs_len :]
+        meta_raw, sgxs, sig_raw = split_image(data)
+        metadata = _metadata(meta_raw)
         stream = read_sgxs(sgxs)
         if (stream.ssaframesize, stream.size) != (metadata["ssaframesize"], metadata["size"]):
             raise _fail("SGXS ECREATE record does not match the metadata's SSAFRAMESIZE/SIZE")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..enclave.bootstrap import runtime_files
 from ..errors import ManifestError
+from ..vm.bootstrap import runtime_files
 
 MANIFEST_NAME = "enclave.toml"
 PAGE = 4096

@@ -10,31 +10,22 @@ device's memory as :class:`~enclavekit.sgx.processor.EvictedPage` blobs and are 
 
 from __future__ import annotations
 
-import struct
 import threading
 from dataclasses import dataclass, field
 
-from ..errors import EPCExhausted, InvalidStructure, SGXFault
+from ..errors import EPCExhausted, SGXFault
 from ..sgx.consts import PAGE_SIZE
 from ..sgx.processor import EvictedPage, Processor
 from ..sgx.sgxs import SgxsStream, read_sgxs
 from ..sgx.structs import SECS, Attributes, SecInfo, SigStruct
+from .image_format import image_error, split_image
 
-IMAGE_MAGIC = b"EKIMAGE1"
-IMAGE_VERSION = 1
-SIGSTRUCT_BYTES = 1808
-_HEAD = struct.Struct("<8sII")
-_U64 = struct.Struct("<Q")
 _CHUNK = 256
 _ALL_CHUNKS = 0xFFFF
 
 
-def _fail(detail: str) -> InvalidStructure:
-    return InvalidStructure("enclave image", detail)
-
-
 def parse_image(data: bytes) -> tuple[SgxsStream, SigStruct]:
-    """The SGXS stream and SIGSTRUCT of an enclave file (``host.image`` format).
+    """The SGXS stream and SIGSTRUCT of an enclave file (``vm.image_format``).
 
     Only the container is checked here; the metadata is the host's and is ignored.
 
@@ -42,26 +33,10 @@ def parse_image(data: bytes) -> tuple[SgxsStream, SigStruct]:
         InvalidStructure: the container, the SGXS stream or the SIGSTRUCT is malformed,
             or the image is unsigned.
     """
-    if len(data) < _HEAD.size:
-        raise _fail(f"file is {len(data)} bytes, too short for the header")
-    magic, version, meta_len = _HEAD.unpack_from(data)
-    if magic != IMAGE_MAGIC:
-        raise _fail(f"magic is {magic!r}, expected {IMAGE_MAGIC!r}; is this an enclave file?")
-    if version != IMAGE_VERSION:
-        raise _fail(f"version {version} is not supported (expected {IMAGE_VERSION})")
-    pos = _HEAD.size + meta_len
-    if pos + _U64.size > len(data):
-        raise _fail(f"metadata length {meta_len} runs past the end of the file")
-    (sgxs_len,) = _U64.unpack_from(data, pos)
-    pos += _U64.size
-    if pos + sgxs_len + SIGSTRUCT_BYTES != len(data):
-        raise _fail(f"SGXS length {sgxs_len} and the {SIGSTRUCT_BYTES}-byte SIGSTRUCT do not "
-                    f"end at the end of the file ({len(data)} bytes)")
-    sig_raw = data[pos + sgxs_len :]
-    if not any(sig_raw):
-        raise _fail("the image is not signed; sign it with 'enclavekit sign' first")
-    stream = read_sgxs(data[pos : pos + sgxs_len])
-    return stream, SigStruct.from_bytes(sig_raw)
+    parts = split_image(data)
+    if not any(parts.sigstruct):
+        raise image_error("the image is not signed; sign it with 'enclavekit sign' first")
+    return read_sgxs(parts.sgxs), SigStruct.from_bytes(parts.sigstruct)
 
 
 @dataclass

@@ -6,30 +6,29 @@ enclave's end of the ecall socket on fd 4, an empty environment and the device's
 (its DUP2 actions clear close-on-exec on the targets only), so nothing else is inherited
 and no Python code runs between fork and exec.
 
-The runtime (``enclavekit.enclave``, layer 2) is what the device launches, not code it
-calls: the device only reads its bootstrap source string and pinned root directory, by
-module name at run time, so the layer order stays one-way.
+The bootstrap source and the pinned runtime root come from :mod:`.bootstrap`, which lives
+in the device's layer: it is the device's code for starting an enclave, and the runtime
+(``enclavekit.enclave``) is only ever loaded inside the enclave process, by that bootstrap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import os
 import signal
 import sys
 import time
 
+from .bootstrap import BOOTSTRAP_SOURCE, runtime_root
+
 PRIVATE_FD = 3
 ECALL_FD = 4
-_RUNTIME_MODULE = "enclavekit.enclave.bootstrap"
 
 
 def runtime() -> tuple[str, str]:
     """(BOOTSTRAP_SOURCE, runtime_root()) of the installed enclave runtime."""
-    mod = importlib.import_module(_RUNTIME_MODULE)
-    return str(mod.BOOTSTRAP_SOURCE), str(mod.runtime_root())
+    return BOOTSTRAP_SOURCE, runtime_root()
 
 
 def _high(fd: int) -> int:
