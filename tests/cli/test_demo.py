@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -15,11 +16,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import enclavekit
 from enclavekit.cli.demo import FIELDS, OWNERS, records, tamper
+from enclavekit.errors import EcallError
 from enclavekit.host.image import EnclaveFile
 from enclavekit.host.layout import build_layout
 from enclavekit.host.manifest import Manifest
@@ -136,3 +139,127 @@ def test_records_are_deterministic_and_plausible() -> None:
         rows = records(owner)
         assert rows == records(owner) and len(rows) == count
         assert all(18 <= r["age"] <= 90 and 18_000 <= r["income"] < 250_000 for r in rows)
+
+
+# --------------------------------------------------------------------------- the host attacks
+# The demo's apps on a VM of their own: the untrusted host tries to get the owners' keys
+# into the wrong enclave, or to feed the compute enclave records twice or under the
+# wrong owner. Each attempt is refused inside the enclaves.
+
+
+@dataclass
+class Apps:
+    vm: Any
+    compute: Any
+    agent_image: Any
+    debug_compute: Any
+
+
+def _app_copy(root: Path, name: str, **changes: str) -> Path:
+    app = root / name
+    shutil.copytree(EXAMPLES / name, app)
+    toml = (app / "enclave.toml").read_text()
+    for key, value in changes.items():
+        toml = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", toml)
+    (app / "enclave.toml").write_text(toml)
+    return app
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
+    pytest.importorskip("enclavekit.enclave.local", reason="the enclave runtime has not landed")
+    if not hasattr(enclavekit, "VM"):
+        pytest.skip("the host SDK (enclavekit.VM) has not landed")
+    from enclavekit.vm.platform import PlatformStore
+
+    root = tmp_path_factory.mktemp("apps")
+    PlatformStore(root / "home").create("apps", "Standard_DC2s_v2")
+    key = session_signing_key()
+    compute = enclavekit.build(EXAMPLES / "joint_stats").sign(key)
+    debug = enclavekit.build(_app_copy(root, "joint_stats", debug="true")).sign(key)
+    vm = enclavekit.VM.start("apps", root / "home")
+    try:
+        yield Apps(vm, compute, enclavekit.build(EXAMPLES / "owner_agent").sign(key), debug)
+    finally:
+        vm.stop()
+
+
+def _attest(agent: Any, compute: Any) -> None:
+    hello_a, hello_c = agent.ecalls.attest_start(), compute.ecalls.attest_start()
+    offer_a = agent.ecalls.attest_respond(hello_c)
+    offer_c = compute.ecalls.attest_respond(hello_a)
+    assert agent.ecalls.attest_finish(offer_c) == compute.ecalls.attest_finish(offer_a)
+
+
+def _deposit(agent: Any, expected: Any) -> dict[str, bytes]:
+    keys = {owner: os.urandom(32) for owner in OWNERS}
+    for owner, key in keys.items():
+        agent.ecalls.deposit_key(owner, key, expected.mrenclave, expected.mrsigner)
+    return keys
+
+
+def test_agent_refuses_a_debug_compute_enclave_even_when_named(apps: Apps) -> None:
+    from enclavekit.errors import PolicyError
+
+    with apps.vm.load(apps.agent_image) as agent, apps.vm.load(apps.debug_compute) as rogue:
+        _deposit(agent, apps.debug_compute)  # the host even tricked the owners into naming it
+        hello_a, hello_c = agent.ecalls.attest_start(), rogue.ecalls.attest_start()
+        offer_c = rogue.ecalls.attest_respond(hello_a)
+        agent.ecalls.attest_respond(hello_c)
+        with pytest.raises(PolicyError, match="DEBUG"):
+            agent.ecalls.attest_finish(offer_c)
+        with pytest.raises(EcallError, match="not attested: keys stay here"):
+            agent.ecalls.release_keys()
+
+
+def test_agent_refuses_an_enclave_the_owners_did_not_name(apps: Apps) -> None:
+    from enclavekit.errors import PolicyError
+
+    with apps.vm.load(apps.agent_image) as agent, apps.vm.load(apps.agent_image) as other:
+        _deposit(agent, apps.compute)  # owners expect joint_stats; the host offers an agent
+        other.ecalls.deposit_key("mallory", bytes(32), apps.agent_image.mrenclave,
+                                 apps.agent_image.mrsigner)
+        hello_a, hello_o = agent.ecalls.attest_start(), other.ecalls.attest_start()
+        offer_o = other.ecalls.attest_respond(hello_a)
+        agent.ecalls.attest_respond(hello_o)
+        with pytest.raises(PolicyError, match="MRENCLAVE"):
+            agent.ecalls.attest_finish(offer_o)
+
+
+def test_host_cannot_alter_or_replay_what_it_relays(apps: Apps) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from enclavekit.errors import IntegrityError
+
+    with apps.vm.load(apps.agent_image) as agent, apps.vm.load(apps.compute) as compute:
+        keys = _deposit(agent, apps.compute)
+        hello_a, hello_c = agent.ecalls.attest_start(), compute.ecalls.attest_start()
+        offer_c = compute.ecalls.attest_respond(hello_a)
+        agent.ecalls.attest_respond(hello_c)
+        forged = offer_c[:-1] + bytes([offer_c[-1] ^ 1])  # swap in another public key
+        with pytest.raises(IntegrityError):
+            agent.ecalls.attest_finish(forged)
+        _attest(agent, compute)
+        wrapped = agent.ecalls.release_keys()
+        swapped = {"alice": wrapped["bob"], "bob": wrapped["alice"]}
+        with pytest.raises(EcallError, match="authentication failed"):
+            compute.ecalls.receive_keys(swapped)
+        assert compute.ecalls.receive_keys(wrapped) == sorted(OWNERS)
+
+        def batch(owner: str, number: int) -> bytes:
+            nonce = os.urandom(12)
+            rows = json.dumps(records(owner)[:3]).encode()
+            aad = f"joint-stats/v1/records/{owner}/{number}".encode()
+            return nonce + AESGCM(keys[owner]).encrypt(nonce, rows, aad)
+
+        alice0 = batch("alice", 0)
+        assert compute.ecalls.add_records("alice", 0, alice0) == 3
+        with pytest.raises(EcallError, match="already added"):
+            compute.ecalls.add_records("alice", 0, alice0)
+        for owner, number in (("bob", 0), ("alice", 1)):  # moved to another owner or number
+            with pytest.raises(EcallError, match="authentication failed"):
+                compute.ecalls.add_records(owner, number, alice0)
+        with pytest.raises(EcallError, match="no records from bob"):
+            compute.ecalls.compute()
+        assert compute.ecalls.add_records("bob", 0, batch("bob", 0)) == 3
+        assert set(compute.ecalls.compute()) == set(OWNERS)
