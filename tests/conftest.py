@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -34,3 +36,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def _leftover_devices(marker: str) -> list[int]:
+    """Pids of device processes whose command line names this session's temp directory."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if b"enclavekit.vm.device" in cmdline and marker.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests stop what they start: a device process left behind fails the run (and is killed)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    marker = str(factory.getbasetemp())
+    leftovers = _leftover_devices(marker)
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if leftovers:
+        print(f"\nERROR: the tests left device processes running (killed): {leftovers}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
