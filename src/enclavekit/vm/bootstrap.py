@@ -3,7 +3,8 @@
 The device starts an enclave with ``sys.executable -I -S -B -c BOOTSTRAP_SOURCE`` (fd 3:
 private channel, fd 4: ecall socket). The bootstrap hardens the process (RLIMIT_CORE 0,
 ``PR_SET_PDEATHSIG(SIGKILL)``, ``PR_SET_DUMPABLE(0)`` for production enclaves), reads the
-BOOT frame, checks the interpreter against ``runtime.python`` and the importer's bytes
+BOOT frame, ignores the host's catchable signals (RT-5), removes fork/exec/spawn from
+``os`` (RT-6), checks the interpreter against ``runtime.python`` and the importer's bytes
 against ``runtime.pin`` from the measured manifest, executes those checked bytes, and hands
 over to the importer and the dispatcher. Until then it uses the standard library only: the
 BOOT payload is read by a small msgpack reader below (maps, ints, str, bin, bool, nil).
@@ -22,7 +23,13 @@ import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["BOOTSTRAP_SOURCE", "RUNTIME_MODULES", "runtime_files", "runtime_root"]
+IGNORED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
+                   "SIGPIPE", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGVTALRM", "SIGPROF")
+"""Catchable signals a host could send; the enclave process starts with them blocked
+(``vm.spawn``) and ignores them from its first instruction on (RT-5)."""
+
+__all__ = ["BOOTSTRAP_SOURCE", "IGNORED_SIGNALS", "RUNTIME_MODULES", "runtime_files",
+           "runtime_root"]
 
 RUNTIME_MODULES = (
     "enclavekit/errors.py",
@@ -99,7 +106,7 @@ def runtime_files() -> dict[str, str]:
     return dict(_pin(tuple(key)))
 
 
-BOOTSTRAP_SOURCE = r'''
+_BOOTSTRAP_BODY = r'''
 import os, sys
 def _enclave_boot():
     import ctypes, hashlib, json, resource, struct
@@ -107,6 +114,19 @@ def _enclave_boot():
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL: die with the device
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0 until BOOT says debug
+    import signal as _signal  # RT-5: the host's catchable signals are ignored, not handled
+    _ignored = [getattr(_signal, n) for n in IGNORED_SIGNALS]
+    for _sig in _ignored:  # the device spawned us with these blocked: none arrived yet
+        _signal.signal(_sig, _signal.SIG_IGN)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _ignored)
+    def _no_fork(*args, **kwargs):  # RT-6: an enclave cannot be cloned from inside
+        raise OSError("fork/exec is not available inside an enclave (RT-6): a copy of an "
+                      "enclave would share its state; start another enclave instead")
+    for _name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv",
+                  "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe",
+                  "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "popen"):
+        if hasattr(os, _name):
+            setattr(os, _name, _no_fork)
     libc.mallopt(-8, 1)  # M_ARENA_MAX 1: no per-thread 64 MiB arenas under RLIMIT_AS
     if os.getppid() == 1:
         raise SystemExit("enclave: the device is gone")
@@ -194,4 +214,6 @@ def _enclave_boot():
     dispatch.run(payload, 3, 4)
 _enclave_boot()
 '''
+
+BOOTSTRAP_SOURCE = f"IGNORED_SIGNALS = {IGNORED_SIGNALS!r}\n" + _BOOTSTRAP_BODY
 """The enclave process's ``-c`` source (fixed; the device never edits it)."""

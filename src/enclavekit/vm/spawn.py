@@ -20,10 +20,12 @@ import signal
 import sys
 import time
 
-from .bootstrap import BOOTSTRAP_SOURCE, runtime_root
+from .bootstrap import BOOTSTRAP_SOURCE, IGNORED_SIGNALS, runtime_root
 
 PRIVATE_FD = 3
 ECALL_FD = 4
+_BLOCKED = frozenset(getattr(signal, name) for name in IGNORED_SIGNALS)
+"""Blocked from exec until the bootstrap ignores them, so no host signal lands in between."""
 
 
 def runtime() -> tuple[str, str]:
@@ -49,6 +51,7 @@ def spawn_enclave(private_fd: int, ecall_fd: int, *, source: str | None = None) 
             sys.executable, [sys.executable, "-I", "-S", "-B", "-c", source], {},
             file_actions=[(os.POSIX_SPAWN_DUP2, a, PRIVATE_FD),
                           (os.POSIX_SPAWN_DUP2, b, ECALL_FD)],
+            setsigmask=_BLOCKED,
         )
     finally:
         os.close(a)
