@@ -102,3 +102,20 @@ def test_start_open_stop(tmp_path: Path, image: Path) -> None:
     assert wait_gone(vm.pid)
     with pytest.raises(DeviceUnavailable):
         VM.open("shared", data)
+
+
+def test_default_vm_uses_a_shared_device_when_one_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import enclavekit.host.vm as vm_module
+
+    monkeypatch.setenv("ENCLAVEKIT_HOME", str(tmp_path))
+    monkeypatch.setattr(vm_module, "_default", None)
+    PlatformStore(tmp_path).create("default", "Standard_DC2s_v2")
+    shared = VM.start("default")
+    try:
+        vm = VM.default()
+        assert vm.pid == shared.pid  # no private device was started
+        assert vm.status().name == "default"
+        vm.close()
+    finally:
+        shared.stop()

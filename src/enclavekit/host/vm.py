@@ -115,7 +115,12 @@ class VM:
 
     @classmethod
     def default(cls) -> VM:
-        """This process's private device for VM ``default`` (created on first use)."""
+        """VM ``default`` (created on first use, Standard_DC2s_v2).
+
+        If its device was started with ``enclavekit vm start default``, this connects to
+        it (programs share the VM); otherwise it starts a device private to this process,
+        stopped when the process exits.
+        """
         global _default
         with _default_lock:
             if _default is not None and _default._sock is not None:
@@ -125,7 +130,11 @@ class VM:
                 store.load(DEFAULT_VM)
             except VMNotFound:
                 store.create(DEFAULT_VM, DEFAULT_SIZE)
-            _default = cls._private(store, DEFAULT_VM)
+            if _device_info(store, DEFAULT_VM) is not None:
+                # 'enclavekit vm start default' runs a shared device: use it
+                _default = cls.open(DEFAULT_VM, store.root)
+            else:
+                _default = cls._private(store, DEFAULT_VM)
             return _default
 
     @classmethod

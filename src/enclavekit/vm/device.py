@@ -32,6 +32,7 @@ from ..sgx.processor import Processor
 from ..sgx.structs import KeyRequest, TargetInfo
 from ..wire import FLAG_ERROR, FLAG_REPLY, decode_value, encode_value, pack_frame, recv_frame
 from . import protocol as p
+from .bootstrap import compiled_runtime
 from .loader import Built, EPCManager, parse_image
 from .platform import PlatformIdentity, PlatformStore
 from .spawn import kill_and_reap, runtime, spawn_enclave
@@ -165,7 +166,7 @@ class Device:
         priv_enc.close()
         call_enc.close()
         try:
-            priv_dev.sendall(pack_frame(p.Msg.BOOT, 0, encode_value(boot, p.Boot)))
+            frame = pack_frame(p.Msg.BOOT, 0, encode_value(boot, p.Boot))
         except BaseException:
             kill_and_reap(pid)
             for s in (priv_dev, call_host):
@@ -177,7 +178,10 @@ class Device:
                      boot.threads, pid, priv_dev, owner)
         with self._lock:
             self.enclaves[eid] = enc
-        threading.Thread(target=self._serve_private, args=(enc,), daemon=True,
+        # BOOT (~300 KiB with the compiled runtime) is sent by the channel's thread: it fills
+        # the socket buffer, and the enclave reads it only once its interpreter is up, while
+        # the host can already be told the enclave id.
+        threading.Thread(target=self._serve_private, args=(enc, frame), daemon=True,
                          name=f"enclave-{eid}").start()
         fd = call_host.detach()
         return p.LoadReply(eid, boot.mrenclave, boot.mrsigner, boot.debug, boot.threads), fd
@@ -199,6 +203,8 @@ class Device:
         if self._runtime_root is None:
             self._runtime_root = runtime()[1]
         flags = int(ident.attributes.flags)
+        pin = manifest.get("runtime", {}).get("pin", {})
+        code = compiled_runtime(pin, self._runtime_root) if isinstance(pin, dict) else b""
         return p.Boot(
             enclave_id=0, manifest=head + manifest_json, bundle=bundle, mrenclave=ident.mrenclave,
             mrsigner=ident.mrsigner, isvprodid=ident.isvprodid, isvsvn=ident.isvsvn,
@@ -207,6 +213,7 @@ class Device:
             heap_size=int(manifest.get("heap_size", 0)),
             stack_size=int(manifest.get("stack_size", 0)),
             debug=bool(flags & AttributeFlags.DEBUG), runtime_root=self._runtime_root,
+            runtime_code=code,
         )
 
     def _bundle(self, built: Built, at: int) -> bytes:
@@ -249,10 +256,13 @@ class Device:
 
     # ------------------------------------------------------------------ enclave channel
 
-    def _serve_private(self, enc: Loaded) -> None:
-        """EREPORT / EGETKEY for ``enc`` only; the identity is the channel's (RT-2)."""
+    def _serve_private(self, enc: Loaded, boot: bytes = b"") -> None:
+        """Send BOOT, then serve EREPORT / EGETKEY for ``enc`` only; the identity is the
+        channel's (RT-2)."""
         sock, last = enc.private, 0
         try:
+            if boot:
+                sock.sendall(boot)
             while True:
                 frame = recv_frame(sock, max_payload=4096)
                 if frame is None:
@@ -365,8 +375,9 @@ def _lock_vm(vm_dir: Path, name: str) -> int:
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise VMError(f"VM {name!r} is already served by another device; stop it with "
-                          f"'enclavekit vm stop {name}'") from None
+            raise VMError(f"VM {name!r} is already served by another device (one started "
+                          f"with 'enclavekit vm start {name}', stopped with 'enclavekit vm stop "
+                          f"{name}', or another program's private device)") from None
         raise
     return fd
 
