@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from ..errors import EnclaveKitError, IntegrityError, InvalidStructure
 from ..sgx.consts import AttributeFlags, KeyName, KeyPolicy
-from ..sgx.structs import Attributes, KeyRequest, Report, TargetInfo
 from ..vm.protocol import Boot, Data, EGetKeyRequest, EReportRequest, ErrorInfo, Msg, raise_error
 from ..wire import FLAG_ERROR, FLAG_REPLY, decode_value, encode_value, recv_frame, send_frame
 
@@ -103,6 +102,8 @@ def identity() -> Identity:
 
 def target_info() -> bytes:
     """This enclave's 512-byte TARGETINFO (for a peer to make a REPORT for it)."""
+    from ..sgx.structs import Attributes, TargetInfo  # lazy: ~15 ms of enclave start-up
+
     b = _chan().boot
     return TargetInfo(measurement=b.mrenclave,
                       attributes=Attributes(flags=b.attributes_flags, xfrm=b.attributes_xfrm),
@@ -126,6 +127,8 @@ def report(target_info: bytes, report_data: bytes) -> bytes:
 
 
 def _own_cpusvn() -> bytes:
+    from ..sgx.structs import Report
+
     chan = _chan()
     if chan.cpusvn is None:
         chan.cpusvn = Report.from_bytes(report(target_info(), b"")).body.cpusvn
@@ -140,6 +143,8 @@ def get_key(keyname: KeyName | int, keypolicy: KeyPolicy | int = KeyPolicy.MRENC
     ``isvsvn`` and ``cpusvn`` default to this enclave's own; ``attributemask`` to
     INIT | DEBUG | MODE64BIT (always bound bits plus the mode).
     """
+    from ..sgx.structs import Attributes, KeyRequest
+
     b = _chan().boot
     mask = attributemask if attributemask is not None else int(
         AttributeFlags.INIT | AttributeFlags.DEBUG | AttributeFlags.MODE64BIT)
@@ -166,6 +171,8 @@ def verify_report(report: bytes) -> ReportInfo:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import cmac
     from cryptography.hazmat.primitives.ciphers import algorithms
+
+    from ..sgx.structs import Report
 
     if type(report) is not bytes or len(report) != 432:
         raise InvalidStructure("REPORT", f"expected 432 bytes, found {len(report)}"

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import linecache
@@ -32,7 +31,13 @@ import struct
 import sys
 import types
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader as _LoaderBase
+    from importlib.abc import MetaPathFinder as _FinderBase
+else:  # importlib.abc costs an enclave ~11 ms to import; the import system needs no base
+    _LoaderBase = _FinderBase = object
 
 __all__ = ["BUNDLE_MAGIC", "PinnedFinder", "install", "parse_bundle", "trusted_file"]
 
@@ -88,10 +93,14 @@ def _module_name(rel: str) -> tuple[str, bool] | None:
     return None
 
 
-class _BytesLoader(importlib.abc.Loader):
-    """Executes one module's checked source bytes."""
+class _BytesLoader(_LoaderBase):
+    """Executes one module's checked source bytes (or the code the device compiled from them).
 
-    def __init__(self, code: bytes | None, filename: str) -> None:
+    A plain class, not an ``importlib.abc.Loader``: that module costs an enclave ~11 ms to
+    import (it pulls in ``importlib.resources``); the import system only needs the methods.
+    """
+
+    def __init__(self, code: bytes | types.CodeType | None, filename: str) -> None:
         self.code = code
         self.filename = filename
 
@@ -102,16 +111,28 @@ class _BytesLoader(importlib.abc.Loader):
         if self.code is None:  # an empty parent package
             return
         module.__file__ = self.filename
-        exec(compile(self.code, self.filename, "exec", dont_inherit=True), module.__dict__)
+        code = self.code
+        if not isinstance(code, types.CodeType):
+            code = compile(code, self.filename, "exec", dont_inherit=True)
+        exec(code, module.__dict__)
 
 
-class PinnedFinder(importlib.abc.MetaPathFinder):
-    """Finds modules in the bundle, the pinned runtime and the stdlib; refuses the rest."""
+class PinnedFinder(_FinderBase):
+    """Finds modules in the bundle, the pinned runtime and the stdlib; refuses the rest.
+
+    ``compiled`` maps a runtime file's path to (SHA-256 hex, code object): code the device
+    compiled from that file after checking it against the same pin (see
+    :mod:`enclavekit.vm.bootstrap`); it is used only when its hash equals this enclave's pin
+    for the file, otherwise the file is read, checked and compiled here.
+    """
 
     def __init__(self, pin: dict[str, str], roots: Sequence[str],
-                 app: dict[str, bytes] | None = None) -> None:
+                 app: dict[str, bytes] | None = None,
+                 compiled: dict[str, tuple[str, types.CodeType]] | None = None) -> None:
         self.pin = dict(pin)
         self.roots = [r for r in roots if r]
+        self.compiled = {rel: code for rel, (digest, code) in (compiled or {}).items()
+                         if self.pin.get(rel) == digest and isinstance(code, types.CodeType)}
         self.runtime: dict[str, tuple[str, bool]] = {}
         self.parents: set[str] = set()
         for rel in self.pin:
@@ -180,6 +201,14 @@ class PinnedFinder(importlib.abc.MetaPathFinder):
     def _runtime_spec(self, fullname: str) -> importlib.machinery.ModuleSpec:
         if fullname in self.runtime:
             rel, pkg = self.runtime[fullname]
+            code = self.compiled.get(rel)
+            if code is not None:
+                spec = importlib.util.spec_from_loader(
+                    fullname, _BytesLoader(code, code.co_filename), origin=code.co_filename,
+                    is_package=pkg)
+                assert spec is not None
+                spec.has_location = True
+                return spec
             data, path = self._checked(fullname, rel)
             if rel.endswith(".so"):
                 return _extension_spec(fullname, data, path)
@@ -219,11 +248,12 @@ def _stdlib_paths() -> list[str]:
     return [p for p in sys.path if p and os.path.realpath(p).startswith(base + os.sep)]
 
 
-def install(manifest: dict[str, Any], roots: Sequence[str]) -> PinnedFinder:
+def install(manifest: dict[str, Any], roots: Sequence[str],
+            compiled: dict[str, tuple[str, types.CodeType]] | None = None) -> PinnedFinder:
     """Make :class:`PinnedFinder` the first importer and cut ``sys.path`` to the stdlib."""
     global _finder
     pin = manifest.get("runtime", {}).get("pin", {})
-    finder = PinnedFinder(pin, roots)
+    finder = PinnedFinder(pin, roots, compiled=compiled)
     sys.path[:] = _stdlib_paths()
     sys.path_importer_cache.clear()
     sys.meta_path.insert(0, finder)

@@ -16,6 +16,7 @@ with write-through.
 
 from __future__ import annotations
 
+import heapq
 import os
 import struct
 from typing import Any
@@ -67,8 +68,8 @@ class EPCMEntry:
 class EPC:
     """``size`` EPC page frames with their EPCM entries, stored encrypted and versioned."""
 
-    __slots__ = ("_cache", "_dirty", "_dram", "_free", "_gcm", "_next_version", "_version",
-                 "entries", "size")
+    __slots__ = ("_cache", "_dirty", "_dram", "_free", "_free_heap", "_gcm", "_next_version",
+                 "_version", "entries", "size")
 
     def __init__(self, size: int) -> None:
         if not isinstance(size, int) or not 1 <= size < 1 << 32:
@@ -80,6 +81,7 @@ class EPC:
         self._next_version = 1
         self._gcm = AESGCM(os.urandom(16))
         self._free = set(range(size))
+        self._free_heap = list(range(size))  # lazily pruned min-heap over ``_free``
         self._cache: dict[int, bytes] = {}
         self._dirty: set[int] = set()
 
@@ -91,7 +93,10 @@ class EPC:
 
     def first_free(self) -> int | None:
         """The lowest free EPC page, or ``None`` when the EPC is full."""
-        return min(self._free) if self._free else None
+        heap, free = self._free_heap, self._free
+        while heap and heap[0] not in free:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
     def claim(self, page: int, page_type: int, flags: int, owner: Any, linaddr: int) -> EPCMEntry:
         """Fill the EPCM entry of a free page (the caller checked it is free)."""
@@ -110,7 +115,9 @@ class EPC:
         self._flush(page)
         self._cache.pop(page, None)
         self.entries[page].clear()
-        self._free.add(page)
+        if page not in self._free:
+            self._free.add(page)
+            heapq.heappush(self._free_heap, page)
 
     # ------------------------------------------------------------------ MEE
 

@@ -208,6 +208,8 @@ class Boot:
     stack_size: int
     debug: bool
     runtime_root: str
+    runtime_code: bytes = b""
+    """The device's compiled copy of pinned runtime files (``vm.bootstrap.compiled_runtime``)."""
 
 
 @dataclass

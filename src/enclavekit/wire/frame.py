@@ -22,13 +22,15 @@ payload, so a lying header costs it nothing. Any header fault raises
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 from collections.abc import Collection
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ProtocolError
+
+if TYPE_CHECKING:  # asyncio costs an enclave ~17 ms to import; only read_frame needs it
+    import asyncio
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -236,6 +238,8 @@ def recv_frame(sock: socket.socket, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
 async def read_frame(reader: asyncio.StreamReader, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
                      versions: Collection[int] = SUPPORTED_VERSIONS) -> Frame | None:
     """asyncio form of :func:`recv_frame` (write with ``writer.write(pack_frame(...))``)."""
+    import asyncio
+
     try:
         header = await reader.readexactly(HEADER_SIZE)
     except asyncio.IncompleteReadError as exc:
