@@ -29,6 +29,8 @@ assert enc.ecalls.add(2, 3) == 5
 print(vm.pid, vm.status().enclaves[0].pid, flush=True)
 if sys.argv[2] == "wait":
     time.sleep(60)
+else:
+    sys.stdin.readline()  # exit normally once the test has seen both processes alive
 '''
 
 
@@ -60,7 +62,7 @@ def image(tmp_path: Path) -> Path:
 def host(tmp_path: Path, image: Path, mode: str) -> subprocess.Popen[str]:
     env = dict(os.environ, ENCLAVEKIT_HOME=str(tmp_path / "home"))
     return subprocess.Popen([sys.executable, "-c", HOST, str(image), mode], env=env,
-                            stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("mode", ["wait", "exit"])
@@ -72,6 +74,9 @@ def test_the_host_dying_leaves_no_orphans(tmp_path: Path, image: Path, mode: str
         assert alive(device_pid) and alive(enclave_pid)
         if mode == "wait":
             proc.send_signal(signal.SIGKILL)  # no atexit, no finalizer: the device notices
+        else:
+            assert proc.stdin is not None
+            proc.stdin.close()  # the host exits normally: atexit stops its private device
         proc.wait(timeout=20)
         assert wait_gone(device_pid, enclave_pid), "device or enclave outlived the host"
     finally:
