@@ -3,9 +3,10 @@
 ``enclave.ecalls.NAME(...)`` encodes the arguments with the signature the enclave declared
 (fetched once with INTERFACE), sends one ECALL frame on the enclave's ecall socket and
 waits for its reply; OCALL frames arriving meanwhile are served by the host functions
-registered for them (their arguments decoded against the ocall's declared types). Calls
-on one enclave are serialised by a lock; ``enclave.aecalls.NAME(...)`` runs the same call
-in a worker thread for asyncio code.
+registered for them (their arguments decoded against the ocall's declared types). Threads
+may call one enclave at once — up to its TCS count run together, one more is refused by
+the enclave ("all N TCS are busy"); ``enclave.aecalls.NAME(...)`` runs the same call in a
+worker thread for asyncio code.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import inspect
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -48,13 +48,17 @@ class Enclave:
         self.name = name
         self._sock = sock
         self._ocall_fns = dict(ocalls or {})
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # lifecycle and the one-time INTERFACE fetch
+        self._state = threading.Condition()  # pending replies, ids, loss
+        self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # one reader at a time (leader/follower)
+        self._pending: dict[int, Frame | None] = {}
         self._reader = FrameReader()
-        self._frames: deque[Frame] = deque()
         self._next_id = 0
         self._ecall_sigs: dict[str, CallSignature] | None = None
         self._ocall_sigs: dict[str, CallSignature] = {}
         self._lost: str | None = None
+        self._lost_gone = True
         self._closed = False
         self.ecalls = _Calls(self, asynchronous=False)
         self.aecalls = _Calls(self, asynchronous=True)
@@ -118,26 +122,65 @@ class Enclave:
     # ------------------------------------------------------------------ frames
 
     def _exchange(self, msg_type: int, payload: bytes) -> Frame:
-        """Send one request and wait for its reply, serving ocalls meanwhile."""
-        with self._lock:
+        """Send one request and wait for its reply, serving ocalls meanwhile.
+
+        Several threads may call at once (up to the enclave's TCS count run together):
+        whichever waiting thread holds the read lock reads the socket and hands replies to
+        their callers; ocalls are served by the thread that reads them.
+        """
+        with self._state:
             if self._closed:
                 raise EcallError(f"enclave {self.enclave_id} ({self.name}) is closed; load it "
                                  "again")
+            if self._lost is not None:
+                raise EnclaveLost(self._lost)
             self._next_id += 1
             rid = self._next_id
-            self._send(pack_frame(msg_type, rid, payload))
+            self._pending[rid] = None
+        try:
+            with self._send_lock:
+                self._send(pack_frame(msg_type, rid, payload))
             while True:
-                frame = self._recv()
-                if frame.is_reply:
-                    if frame.request_id != rid or frame.msg_type != msg_type:
-                        raise self._broken(f"reply {frame.request_id} to a request that was "
-                                           "not made")
-                    if frame.is_error:
-                        raise p.rebuild_error(decode_value(frame.payload, p.ErrorInfo))
-                    return frame
-                if frame.msg_type != p.Msg.OCALL:
-                    raise self._broken(f"unexpected message type {frame.msg_type}")
-                self._serve_ocall(frame)
+                with self._state:
+                    frame = self._pending.get(rid)
+                    if frame is not None:
+                        break
+                    if self._lost is not None:
+                        raise EnclaveLost(self._lost) if self._lost_gone else ProtocolError(
+                            self._lost)
+                    reader = self._read_lock.acquire(blocking=False)
+                    if not reader:
+                        self._state.wait(0.05)
+                        continue
+                try:
+                    frames = self._read_frames()
+                finally:
+                    self._read_lock.release()
+                for got in frames:
+                    self._route(got)
+        finally:
+            with self._state:
+                self._pending.pop(rid, None)
+        if frame.msg_type != msg_type:
+            raise self._broken(f"reply {rid} answers message type {frame.msg_type}, not "
+                               f"{msg_type}")
+        if frame.is_error:
+            raise p.rebuild_error(decode_value(frame.payload, p.ErrorInfo))
+        return frame
+
+    def _route(self, frame: Frame) -> None:
+        """A reply goes to the thread waiting for it; an ocall is served here."""
+        if frame.is_reply:
+            with self._state:
+                if self._pending.get(frame.request_id, False) is not None:
+                    raise self._broken(f"reply {frame.request_id} to a request that was not "
+                                       "made")
+                self._pending[frame.request_id] = frame
+                self._state.notify_all()
+            return
+        if frame.msg_type != p.Msg.OCALL:
+            raise self._broken(f"unexpected message type {frame.msg_type}")
+        self._serve_ocall(frame)
 
     def _serve_ocall(self, frame: Frame) -> None:
         try:
@@ -153,7 +196,8 @@ class Enclave:
             flags = FLAG_REPLY
         except Exception as exc:
             out, flags = encode_value(p.error_info(exc), p.ErrorInfo), FLAG_REPLY | FLAG_ERROR
-        self._send(pack_frame(p.Msg.OCALL, frame.request_id, out, flags=flags))
+        with self._send_lock:
+            self._send(pack_frame(p.Msg.OCALL, frame.request_id, out, flags=flags))
 
     def _send(self, data: bytes) -> None:
         if self._lost is not None:
@@ -163,27 +207,32 @@ class Enclave:
         except OSError:
             raise self._gone() from None
 
-    def _recv(self) -> Frame:
-        while not self._frames:
-            try:
-                data = _spin_recv(self._sock)
-            except OSError:
-                data = b""
-            if not data:
-                raise self._gone()
-            try:
-                self._frames.extend(self._reader.feed(data))
-            except ProtocolError as exc:
-                raise self._broken(str(exc)) from None
-        return self._frames.popleft()
+    def _read_frames(self) -> list[Frame]:
+        """Every frame that has arrived (at least one); the caller holds the read lock."""
+        try:
+            data = _spin_recv(self._sock)
+        except OSError:
+            data = b""
+        if not data:
+            raise self._gone()
+        try:
+            return self._reader.feed(data)
+        except ProtocolError as exc:
+            raise self._broken(str(exc)) from None
 
     def _gone(self) -> EnclaveLost:
-        self._lost = (f"enclave {self.enclave_id} ({self.name}) is gone: its process exited "
-                      "or its device stopped; load it again")
+        with self._state:
+            self._lost = (f"enclave {self.enclave_id} ({self.name}) is gone: its process "
+                          "exited or its device stopped; load it again")
+            self._lost_gone = True
+            self._state.notify_all()
         return EnclaveLost(self._lost)
 
     def _broken(self, detail: str) -> ProtocolError:
-        self._lost = f"enclave {self.enclave_id} ({self.name}) broke the protocol: {detail}"
+        with self._state:
+            self._lost = f"enclave {self.enclave_id} ({self.name}) broke the protocol: {detail}"
+            self._lost_gone = False
+            self._state.notify_all()
         self._sock.close()
         return ProtocolError(self._lost)
 
