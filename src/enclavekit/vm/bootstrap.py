@@ -3,11 +3,25 @@
 The device starts an enclave with ``sys.executable -I -S -B -c BOOTSTRAP_SOURCE`` (fd 3:
 private channel, fd 4: ecall socket). The bootstrap hardens the process (RLIMIT_CORE 0,
 ``PR_SET_PDEATHSIG(SIGKILL)``, ``PR_SET_DUMPABLE(0)`` for production enclaves), reads the
-BOOT frame, ignores the host's catchable signals (RT-5), removes fork/exec/spawn from
-``os`` (RT-6), checks the interpreter against ``runtime.python`` and the importer's bytes
-against ``runtime.pin`` from the measured manifest, executes those checked bytes, and hands
-over to the importer and the dispatcher. Until then it uses the standard library only: the
-BOOT payload is read by a small msgpack reader below (maps, ints, str, bin, bool, nil).
+BOOT frame (or WARM first, see below), ignores the host's catchable signals (RT-5), removes
+fork/exec/spawn from ``os`` (RT-6), checks the interpreter against ``runtime.python`` and
+the importer's bytes against ``runtime.pin`` from the measured manifest, executes those
+checked bytes, and hands over to the importer and the dispatcher. Until then it uses the
+standard library only: BOOT and WARM payloads are read by a small msgpack reader below
+(maps, ints, str, bin, bool, nil).
+
+**Warm processes.** So that ``vm.load`` does not wait for an interpreter and the runtime
+imports, the device keeps one enclave process pre-started: spawned exactly as above, it
+first receives WARM (the device's own runtime pin, its Python version and compiled
+runtime), hardens itself, checks and installs the importer for that pin and imports the
+pinned runtime modules - no app code, no enclave identity, no secret, no heap limit, not
+dumpable - and blocks until BOOT. A LOAD gives it to an enclave only when the measured
+manifest pins exactly that runtime and Python; the bootstrap checks the pin equality again
+on BOOT and exits otherwise, then continues exactly as a cold start (debug → dumpable,
+app import from the bundle, heap limit, dispatcher). Each warm process serves exactly one
+enclave and is never returned to the pool, so nothing is shared between enclaves; what it
+ran before BOOT is only code the enclave's own pin names, so MRENCLAVE still covers it.
+A first frame BOOT (no WARM) is the cold path.
 
 ``runtime_files()`` is what ``build`` records as ``runtime.pin``: relative path → SHA-256
 of every file the enclave may import outside the standard library; ``runtime_root()``
@@ -195,43 +209,101 @@ def _enclave_boot():
                 fail("private channel closed before BOOT arrived")
             buf += got
         return buf
-    magic, version, mtype, flags, rid, length = struct.unpack("<4sHHIQI", read(24))
-    if magic != b"\x89EKP" or version != 1 or mtype != 20 or flags or length > 1 << 30:
-        fail("the first frame is not BOOT")
-    payload = read(length)
-    pos = 0
-    def take(n):
-        nonlocal pos
-        if pos + n > len(payload):
-            fail("BOOT payload is truncated")
-        pos += n
-        return payload[pos - n:pos]
-    def value(depth=0):
-        b = take(1)[0]
-        if b <= 0x7F: return b
-        if b >= 0xE0: return b - 0x100
-        if 0xA0 <= b <= 0xBF: return take(b & 0x1F).decode()
-        if b in (0xC0, 0xC2, 0xC3): return (None, False, True)[b - 0xC0 - (b > 0xC0)]
-        ints = {0xCC: "B", 0xCD: "H", 0xCE: "I", 0xCF: "Q", 0xD0: "b", 0xD1: "h", 0xD2: "i",
-                0xD3: "q"}
-        if b in ints:
-            f = ">" + ints[b]
-            return struct.unpack(f, take(struct.calcsize(f)))[0]
-        lens = {0xC4: "B", 0xC5: "H", 0xC6: "I", 0xD9: "B", 0xDA: "H", 0xDB: "I"}
-        if b in lens:
-            f = ">" + lens[b]
-            data = take(struct.unpack(f, take(struct.calcsize(f)))[0])
-            return data if b <= 0xC6 else data.decode()
-        if 0x80 <= b <= 0x8F or b in (0xDE, 0xDF):
-            n = b & 0x0F if b <= 0x8F else struct.unpack(">H" if b == 0xDE else ">I",
-                                                         take(2 if b == 0xDE else 4))[0]
-            if depth:
-                fail("BOOT payload nests maps")
-            return {value(1): value(1) for _ in range(n)}
-        fail("BOOT payload has an unexpected msgpack byte 0x%02X" % b)
-    boot = value()
-    if not isinstance(boot, dict) or pos != len(payload):
-        fail("BOOT payload is not one map")
+    def frame(want, what):
+        magic, version, mtype, flags, rid, length = struct.unpack("<4sHHIQI", read(24))
+        if magic != b"\x89EKP" or version != 1 or mtype not in want or flags \
+                or length > 1 << 30:
+            fail(what)
+        return mtype, read(length)
+    def parse(payload, what):
+        pos = 0
+        def take(n):
+            nonlocal pos
+            if pos + n > len(payload):
+                fail(what + " payload is truncated")
+            pos += n
+            return payload[pos - n:pos]
+        def value(depth=0):
+            b = take(1)[0]
+            if b <= 0x7F: return b
+            if b >= 0xE0: return b - 0x100
+            if 0xA0 <= b <= 0xBF: return take(b & 0x1F).decode()
+            if b in (0xC0, 0xC2, 0xC3): return (None, False, True)[b - 0xC0 - (b > 0xC0)]
+            ints = {0xCC: "B", 0xCD: "H", 0xCE: "I", 0xCF: "Q", 0xD0: "b", 0xD1: "h",
+                    0xD2: "i", 0xD3: "q"}
+            if b in ints:
+                f = ">" + ints[b]
+                return struct.unpack(f, take(struct.calcsize(f)))[0]
+            lens = {0xC4: "B", 0xC5: "H", 0xC6: "I", 0xD9: "B", 0xDA: "H", 0xDB: "I"}
+            if b in lens:
+                f = ">" + lens[b]
+                data = take(struct.unpack(f, take(struct.calcsize(f)))[0])
+                return data if b <= 0xC6 else data.decode()
+            if 0x80 <= b <= 0x8F or b in (0xDE, 0xDF):
+                n = b & 0x0F if b <= 0x8F else struct.unpack(">H" if b == 0xDE else ">I",
+                                                             take(2 if b == 0xDE else 4))[0]
+                if depth:
+                    fail(what + " payload nests maps")
+                return {value(1): value(1) for _ in range(n)}
+            fail(what + " payload has an unexpected msgpack byte 0x%02X" % b)
+        got = value()
+        if not isinstance(got, dict) or pos != len(payload):
+            fail(what + " payload is not one map")
+        return got
+    have = "%d.%d" % sys.version_info[:2]
+    def runtime_importer(pin, roots, cached):
+        rel = "enclavekit/enclave/importer.py"
+        for root in roots:
+            try:
+                with open(os.path.join(root, rel), "rb") as f:
+                    code = f.read()
+                break
+            except OSError:
+                continue
+        else:
+            fail(rel + " is not in the runtime root")
+        if hashlib.sha256(code).hexdigest() != pin.get(rel):
+            fail(rel + " does not match its pin in the measured manifest (runtime changed "
+                 "since the build: rebuild the enclave)")
+        compiled = {}
+        if isinstance(cached, bytes) and cached:  # the device's private channel only
+            import marshal
+            from importlib._bootstrap_external import MAGIC_NUMBER
+            try:
+                tag, compiled = marshal.loads(cached)
+            except Exception:
+                tag = None
+            if tag != MAGIC_NUMBER or not isinstance(compiled, dict):
+                compiled = {}
+        mod = type(sys)("enclavekit.enclave.importer")
+        mod.__file__ = os.path.join(root, rel)
+        entry = compiled.get(rel)
+        if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == pin.get(rel) \
+                and type(entry[1]) is type(_enclave_boot.__code__):
+            code = entry[1]  # compiled by the device from the file it checked against the pin
+        else:
+            code = compile(code, mod.__file__, "exec", dont_inherit=True)
+        exec(code, mod.__dict__)
+        sys.modules[mod.__name__] = mod
+        mod.install({"runtime": {"pin": pin}}, roots, compiled)
+    mtype, payload = frame((20, 23), "the first frame is not BOOT or WARM")
+    warm_pin = None
+    if mtype == 23:  # WARM: load the pinned runtime now, the enclave's BOOT comes later
+        warm = parse(payload, "WARM")
+        try:
+            warm_pin = json.loads(warm.get("pin"))
+        except (TypeError, ValueError):
+            warm_pin = None
+        if not isinstance(warm_pin, dict):
+            fail("WARM carries no runtime pin")
+        if warm.get("python") != have:
+            fail("WARM pins CPython %s but this interpreter is %s" % (warm.get("python"), have))
+        runtime_importer(warm_pin, str(warm.get("runtime_root", "")).split(os.pathsep),
+                         warm.get("runtime_code"))
+        del warm, payload
+        import enclavekit.enclave, enclavekit.enclave.dispatch  # noqa: F401 (pinned, checked)
+        mtype, payload = frame((20,), "the frame after WARM is not BOOT")
+    boot = parse(payload, "BOOT")
     if boot.get("debug") is True:
         libc.prctl(4, 1, 0, 0, 0)
     blob = boot.get("manifest")
@@ -241,46 +313,15 @@ def _enclave_boot():
     manifest = json.loads(blob[12:12 + size])
     runtime = manifest.get("runtime", {})
     want = runtime.get("python")
-    have = "%d.%d" % sys.version_info[:2]
     if want != have:
         fail("the manifest pins CPython %s but this interpreter is %s" % (want, have))
     pin = runtime.get("pin") or {}
-    rel = "enclavekit/enclave/importer.py"
-    roots = str(boot.get("runtime_root", "")).split(os.pathsep)
-    for root in roots:
-        try:
-            with open(os.path.join(root, rel), "rb") as f:
-                code = f.read()
-            break
-        except OSError:
-            continue
-    else:
-        fail(rel + " is not in the runtime root")
-    if hashlib.sha256(code).hexdigest() != pin.get(rel):
-        fail(rel + " does not match its pin in the measured manifest (runtime changed "
-             "since the build: rebuild the enclave)")
-    compiled = {}
-    cached = boot.get("runtime_code")
-    if isinstance(cached, bytes) and cached:  # the device's private channel only
-        import marshal
-        from importlib._bootstrap_external import MAGIC_NUMBER
-        try:
-            tag, compiled = marshal.loads(cached)
-        except Exception:
-            tag = None
-        if tag != MAGIC_NUMBER or not isinstance(compiled, dict):
-            compiled = {}
-    mod = type(sys)("enclavekit.enclave.importer")
-    mod.__file__ = os.path.join(root, rel)
-    entry = compiled.get(rel)
-    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == pin.get(rel) \
-            and type(entry[1]) is type(_enclave_boot.__code__):
-        code = entry[1]  # compiled by the device from the file it checked against the pin
-    else:
-        code = compile(code, mod.__file__, "exec", dont_inherit=True)
-    exec(code, mod.__dict__)
-    sys.modules[mod.__name__] = mod
-    mod.install(manifest, roots, compiled)
+    if warm_pin is None:
+        runtime_importer(pin, str(boot.get("runtime_root", "")).split(os.pathsep),
+                         boot.get("runtime_code"))
+    elif pin != warm_pin:  # the device checked this too: a warm process serves one runtime
+        fail("the measured manifest pins a different runtime than this warm enclave process "
+             "loaded (the device must start a fresh process for it)")
     from enclavekit.enclave import dispatch
     dispatch.run(payload, 3, 4)
 _enclave_boot()

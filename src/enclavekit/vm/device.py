@@ -32,7 +32,7 @@ from ..sgx.processor import Processor
 from ..sgx.structs import KeyRequest, TargetInfo
 from ..wire import FLAG_ERROR, FLAG_REPLY, decode_value, encode_value, pack_frame, recv_frame
 from . import protocol as p
-from .bootstrap import compiled_runtime
+from .bootstrap import compiled_runtime, runtime_files
 from .loader import Built, EPCManager, parse_image
 from .platform import PlatformIdentity, PlatformStore
 from .spawn import kill_and_reap, runtime, spawn_enclave
@@ -68,12 +68,40 @@ class Loaded:
     state: str = "running"
 
 
+@dataclass
+class _Warm:
+    """A pre-started enclave process that has loaded the runtime ``pin`` (WARM), no app."""
+
+    pid: int
+    private: socket.socket
+    call_host: socket.socket
+    pin: dict[str, str]
+    python: str
+
+    def discard(self) -> None:
+        for sock in (self.private, self.call_host):
+            sock.close()
+        kill_and_reap(self.pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether our child ``pid`` is still running (reaps it if it exited)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == 0
+
+
 class Device:
     """The state a device serves: platform, processor, enclaves (thread-safe)."""
 
     def __init__(self, identity: PlatformIdentity, *, epc_pages: int | None = None,
                  allow_signers: frozenset[bytes] | None = None,
-                 spawn: Callable[[int, int], int] | None = None) -> None:
+                 spawn: Callable[[int, int], int] | None = None,
+                 warm: bool | None = None) -> None:
+        """``warm`` (default: on unless ``spawn`` is replaced) keeps one enclave process
+        pre-started for the next LOAD (see :mod:`.bootstrap`)."""
         self.identity = identity
         cpu = Processor(epc_pages or identity.sku.epc_pages, identity.secrets, identity.cpusvn,
                         launch_allowlist=allow_signers)
@@ -84,6 +112,15 @@ class Device:
         self._next_id = 1
         self._spawn = spawn or spawn_enclave
         self._runtime_root: str | None = None
+        self._warm: _Warm | None = None
+        self._warm_cond = threading.Condition(self._lock)
+        self._want_warm = False
+        self._closed = False
+        if spawn is None if warm is None else warm:
+            # one long-lived thread spawns every warm process: PR_SET_PDEATHSIG fires when
+            # the spawning *thread* ends, so a short-lived thread would kill its child
+            self._want_warm = True
+            threading.Thread(target=self._warmer, daemon=True, name="warmer").start()
 
     # ------------------------------------------------------------------ host requests
 
@@ -150,21 +187,27 @@ class Device:
         except BaseException:
             self.epc.remove(built)
             raise
-        priv_dev, priv_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        call_host, call_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with self._lock:
-                eid = self._next_id
-                self._next_id += 1
-            boot.enclave_id = eid
-            pid = self._spawn(priv_enc.fileno(), call_enc.fileno())
-        except BaseException:
-            for s in (priv_dev, call_host, priv_enc, call_enc):
-                s.close()
-            self.epc.remove(built)
-            raise
-        priv_enc.close()
-        call_enc.close()
+        with self._lock:
+            eid = self._next_id
+            self._next_id += 1
+        boot.enclave_id = eid
+        runtime_pin = json.loads(boot.manifest[12:]).get("runtime", {})
+        warm = self._take_warm(runtime_pin.get("pin"), runtime_pin.get("python"))
+        if warm is not None:
+            boot.runtime_code = b""  # the warm process already holds the compiled runtime
+            pid, priv_dev, call_host = warm.pid, warm.private, warm.call_host
+        else:
+            priv_dev, priv_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            call_host, call_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                pid = self._spawn(priv_enc.fileno(), call_enc.fileno())
+            except BaseException:
+                for s in (priv_dev, call_host, priv_enc, call_enc):
+                    s.close()
+                self.epc.remove(built)
+                raise
+            priv_enc.close()
+            call_enc.close()
         try:
             frame = pack_frame(p.Msg.BOOT, 0, encode_value(boot, p.Boot))
         except BaseException:
@@ -185,6 +228,78 @@ class Device:
                          name=f"enclave-{eid}").start()
         fd = call_host.detach()
         return p.LoadReply(eid, boot.mrenclave, boot.mrsigner, boot.debug, boot.threads), fd
+
+    # ------------------------------------------------------------------ warm process
+
+    def warm_pid(self, wait: float = 0.0) -> int | None:
+        """The pid of the ready warm enclave process (waiting up to ``wait`` s), or None."""
+        with self._warm_cond:
+            self._warm_cond.wait_for(lambda: self._warm is not None or self._closed, wait)
+            return None if self._warm is None else self._warm.pid
+
+    def _take_warm(self, pin: object, python: object) -> _Warm | None:
+        """The warm process if it loaded exactly ``pin`` for ``python`` and is alive."""
+        with self._lock:
+            warm = self._warm
+            if warm is None or warm.pin != pin or warm.python != python:
+                return None
+            self._warm = None
+            self._want_warm = True
+            self._warm_cond.notify_all()
+        if _alive(warm.pid):
+            return warm
+        warm.discard()  # it died: the caller spawns a cold process, the warmer a new one
+        return None
+
+    def _warmer(self) -> None:
+        """Keep one warm enclave process ready until the device closes."""
+        while True:
+            with self._warm_cond:
+                self._warm_cond.wait_for(lambda: self._want_warm or self._closed)
+                if self._closed:
+                    return
+                self._want_warm = False
+            warm: _Warm | None = None
+            try:
+                warm = self._start_warm()
+            except Exception as exc:
+                print(f"device: no warm enclave process ({type(exc).__name__}: {exc})",
+                      file=sys.stderr, flush=True)
+                continue
+            with self._warm_cond:
+                if not self._closed and self._warm is None:
+                    self._warm, warm = warm, None
+                    self._warm_cond.notify_all()
+            if warm is not None:
+                warm.discard()
+
+    def _start_warm(self) -> _Warm:
+        """Spawn an enclave process and send it WARM (the device's runtime pin)."""
+        if self._runtime_root is None:
+            self._runtime_root = runtime()[1]
+        pin = runtime_files()
+        python = "{}.{}".format(*sys.version_info[:2])
+        warm_msg = p.Warm(json.dumps(pin, sort_keys=True, separators=(",", ":")).encode(),
+                          python, self._runtime_root, compiled_runtime(pin, self._runtime_root))
+        frame = pack_frame(p.Msg.WARM, 0, encode_value(warm_msg, p.Warm))
+        priv_dev, priv_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        call_host, call_enc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = self._spawn(priv_enc.fileno(), call_enc.fileno())
+        except BaseException:
+            for s in (priv_dev, call_host):
+                s.close()
+            raise
+        finally:
+            priv_enc.close()
+            call_enc.close()
+        warm = _Warm(pid, priv_dev, call_host, pin, python)
+        try:
+            priv_dev.sendall(frame)  # returns once the process is up and reading it
+        except BaseException:
+            warm.discard()
+            raise
+        return warm
 
     def _boot(self, built: Built) -> p.Boot:
         """BOOT from the enclave's own pages and its SECS after EINIT."""
@@ -248,9 +363,14 @@ class Device:
             self.unload(enc)
 
     def close(self) -> None:
-        """Unload everything."""
+        """Unload everything and stop the warm process."""
         with self._lock:
             every = list(self.enclaves.values())
+            self._closed = True
+            warm, self._warm = self._warm, None
+            self._warm_cond.notify_all()
+        if warm is not None:
+            warm.discard()
         for enc in every:
             self.unload(enc)
 
@@ -405,7 +525,8 @@ def run(args: argparse.Namespace) -> int:
     socket_path = os.path.abspath(args.socket)
     lock_fd = _lock_vm(vm_dir, args.vm)
     allow = frozenset(bytes.fromhex(h) for h in args.allow_signer) if args.allow_signer else None
-    device = Device(identity, epc_pages=args.epc_pages, allow_signers=allow)
+    device = Device(identity, epc_pages=args.epc_pages, allow_signers=allow,
+                    warm=not args.no_warm)
     signal.signal(signal.SIGTERM, lambda *_: device.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: device.stopping.set())
     os.chdir("/")
@@ -448,6 +569,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     help="write <vm dir>/device.json (pid and socket) for 'VM.open'")
     ap.add_argument("--allow-signer", action="append", default=[],
                     help="launch allow-list: an MRSIGNER in hex (repeatable)")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="do not keep an enclave process pre-started (every LOAD cold-starts)")
     ap.add_argument("--epc-pages", type=int, default=None, help=argparse.SUPPRESS)
     return ap.parse_args(list(argv))
 

@@ -30,6 +30,7 @@ class Msg(enum.IntEnum):
     SHUTDOWN = 7
     # device → enclave (private channel)
     BOOT = 20
+    WARM = 23
     # enclave → device (private channel)
     EREPORT = 21
     EGETKEY = 22
@@ -210,6 +211,24 @@ class Boot:
     runtime_root: str
     runtime_code: bytes = b""
     """The device's compiled copy of pinned runtime files (``vm.bootstrap.compiled_runtime``)."""
+
+
+@dataclass
+class Warm:
+    """WARM: what a pre-started ("warm") enclave process may load before its BOOT.
+
+    Sent once, request id 0, no reply, as the first frame of a warm process (BOOT follows
+    when a LOAD uses it). ``pin`` is the device's runtime pin (``vm.bootstrap.runtime_files``)
+    as canonical JSON, ``python`` the interpreter's ``"X.Y"``, ``runtime_code`` the device's
+    compiled copy of those files (``vm.bootstrap.compiled_runtime``). No enclave secret, no
+    identity and no app code: a BOOT is accepted only if its measured manifest pins exactly
+    this runtime.
+    """
+
+    pin: bytes
+    python: str
+    runtime_root: str
+    runtime_code: bytes = b""
 
 
 @dataclass
