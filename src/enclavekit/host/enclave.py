@@ -16,6 +16,7 @@ import inspect
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ class Enclave:
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()  # one reader at a time (leader/follower)
         self._pending: dict[int, Frame | None] = {}
+        self._ocalls: deque[Frame] = deque()
         self._reader = FrameReader()
         self._next_id = 0
         self._ecall_sigs: dict[str, CallSignature] | None = None
@@ -126,7 +128,7 @@ class Enclave:
 
         Several threads may call at once (up to the enclave's TCS count run together):
         whichever waiting thread holds the read lock reads the socket and hands replies to
-        their callers; ocalls are served by the thread that reads them.
+        their callers; ocalls are queued and served by whichever waiting thread is free.
         """
         with self._state:
             if self._closed:
@@ -141,6 +143,7 @@ class Enclave:
             with self._send_lock:
                 self._send(pack_frame(msg_type, rid, payload))
             while True:
+                ocall = None
                 with self._state:
                     frame = self._pending.get(rid)
                     if frame is not None:
@@ -148,16 +151,19 @@ class Enclave:
                     if self._lost is not None:
                         raise EnclaveLost(self._lost) if self._lost_gone else ProtocolError(
                             self._lost)
-                    reader = self._read_lock.acquire(blocking=False)
-                    if not reader:
+                    if self._ocalls:
+                        ocall = self._ocalls.popleft()
+                    elif not self._read_lock.acquire(blocking=False):
                         self._state.wait(0.05)
                         continue
+                if ocall is not None:
+                    self._serve_ocall(ocall)  # any waiting thread serves a queued ocall
+                    continue
                 try:
                     frames = self._read_frames()
                 finally:
                     self._read_lock.release()
-                for got in frames:
-                    self._route(got)
+                self._route(frames)
         finally:
             with self._state:
                 self._pending.pop(rid, None)
@@ -168,19 +174,22 @@ class Enclave:
             raise p.rebuild_error(decode_value(frame.payload, p.ErrorInfo))
         return frame
 
-    def _route(self, frame: Frame) -> None:
-        """A reply goes to the thread waiting for it; an ocall is served here."""
-        if frame.is_reply:
-            with self._state:
-                if self._pending.get(frame.request_id, False) is not None:
-                    raise self._broken(f"reply {frame.request_id} to a request that was not "
-                                       "made")
-                self._pending[frame.request_id] = frame
-                self._state.notify_all()
-            return
-        if frame.msg_type != p.Msg.OCALL:
-            raise self._broken(f"unexpected message type {frame.msg_type}")
-        self._serve_ocall(frame)
+    def _route(self, frames: list[Frame]) -> None:
+        """Replies go to the threads waiting for them; ocalls to the queue waiting threads
+        serve (so two ocalls read together are served by two threads, not one after the
+        other)."""
+        with self._state:
+            for frame in frames:
+                if frame.is_reply:
+                    if self._pending.get(frame.request_id, False) is not None:
+                        raise self._broken(f"reply {frame.request_id} to a request that was "
+                                           "not made")
+                    self._pending[frame.request_id] = frame
+                elif frame.msg_type == p.Msg.OCALL:
+                    self._ocalls.append(frame)
+                else:
+                    raise self._broken(f"unexpected message type {frame.msg_type}")
+            self._state.notify_all()
 
     def _serve_ocall(self, frame: Frame) -> None:
         try:
