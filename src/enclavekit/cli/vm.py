@@ -126,12 +126,21 @@ def _status(ctx: click.Context, name: str) -> VMStatus | None:
 @click.option("--foreground", is_flag=True, help="Serve in this process until stopped.")
 @click.option("--allow-signer", multiple=True, metavar="HEX",
               help="Launch allow-list: only this MRSIGNER may EINIT (repeatable).")
+@click.option("--user", "user", default=None, metavar="NAME",
+              help="Run the device as this unprivileged user (when started by root): the "
+                   "VM's secrets become readable by that user only.")
 @click.pass_context
-def start(ctx: click.Context, name: str, foreground: bool, allow_signer: tuple[str, ...]) -> None:
+def start(ctx: click.Context, name: str, foreground: bool, allow_signer: tuple[str, ...],
+          user: str | None) -> None:
     """Start VM NAME's device service (in the background unless --foreground)."""
     store = _store(ctx)
     store.load(name)
     extra = [a for h in allow_signer for a in ("--allow-signer", h)]
+    if user:
+        from ..vm.users import resolve
+
+        resolve(user)  # refuse before starting anything
+        extra += ["--user", user]
     if foreground:
         from ..vm.device import main as device_main
 
@@ -151,6 +160,25 @@ def stop(ctx: click.Context, name: str) -> None:
     vm = VM.open(name, _store(ctx).root)
     vm.stop()
     click.echo(f"stopped VM {name}")
+
+
+@vm_group.command("restart")
+@click.argument("name")
+@click.pass_context
+def restart(ctx: click.Context, name: str) -> None:
+    """Power-cycle VM NAME: running enclaves are lost (load them again), new per-boot
+    keys; sealed data still unseals. A VM whose device is not running is started."""
+    store = _store(ctx)
+    try:
+        vm = VM.open(name, store.root)
+    except DeviceUnavailable:
+        vm = VM.start(name, store.root)
+        click.echo(f"started VM {name}: device pid {vm.pid} (it was not running)")
+        vm.close()
+        return
+    with vm:
+        lost = vm.restart()
+    click.echo(f"restarted VM {name}: {lost} running enclave(s) lost power; load them again")
 
 
 @vm_group.command("delete")

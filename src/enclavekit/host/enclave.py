@@ -230,9 +230,13 @@ class Enclave:
             raise self._broken(str(exc)) from None
 
     def _gone(self) -> EnclaveLost:
+        why = self._vm._lost_reason(self.enclave_id) if self._lost is None else ""
         with self._state:
-            self._lost = (f"enclave {self.enclave_id} ({self.name}) is gone: its process "
-                          "exited or its device stopped; load it again")
+            if self._lost is not None and self._lost_gone:
+                return EnclaveLost(self._lost)
+            self._lost = (f"enclave {self.enclave_id} ({self.name}) "
+                          f"{why or 'is gone: its process exited or its device stopped'}; "
+                          "load it again")
             self._lost_gone = True
             self._state.notify_all()
         return EnclaveLost(self._lost)

@@ -24,7 +24,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeviceError, DeviceUnavailable, ProtocolError, VMError, VMNotFound
+from ..errors import (
+    DeviceError,
+    DeviceUnavailable,
+    EnclaveKitError,
+    ProtocolError,
+    VMError,
+    VMNotFound,
+)
 from ..vm import protocol as p
 from ..vm.datadir import data_dir
 from ..vm.platform import PlatformStore
@@ -178,7 +185,9 @@ class VM:
     def open(cls, name: str, data_dir: str | os.PathLike[str] | None = None) -> VM:
         """Connect to the running device of VM ``name`` (started with ``VM.start``)."""
         store = _store(data_dir)
-        store.load(name)
+        # a device running as a dedicated user ('vm start --user') owns the secrets
+        with contextlib.suppress(PermissionError):
+            store.load(name)
         info = _device_info(store, name)
         if info is None:
             raise DeviceUnavailable(f"VM {name!r} is not running; start it with "
@@ -260,6 +269,22 @@ class VM:
         frame, _ = self._request(p.Msg.DEBUG_READ,
                                  encode_value(p.DebugRead(enclave_id, linaddr, size), p.DebugRead))
         return decode_value(frame.payload, p.Data).data
+
+    def restart(self) -> int:
+        """Power-cycle the VM: its device keeps running with new per-boot keys; every
+        enclave loaded on it is lost (their handles raise EnclaveLost) and must be loaded
+        again; data sealed before still unseals. Returns how many enclaves were lost."""
+        frame, _ = self._request(p.Msg.RESTART, encode_value(p.Empty(), p.Empty))
+        return decode_value(frame.payload, p.Restarted).lost
+
+    def _lost_reason(self, enclave_id: int) -> str:
+        """Why the device ended enclave ``enclave_id`` ("" if it does not know)."""
+        try:
+            frame, _ = self._request(p.Msg.LOST_REASON,
+                                     encode_value(p.EnclaveRef(enclave_id), p.EnclaveRef))
+        except (EnclaveKitError, OSError):
+            return "lost power (its device stopped or was killed)"
+        return decode_value(frame.payload, p.LostReason).reason
 
     def stop(self) -> None:
         """Stop the device (SHUTDOWN; SIGTERM by pid if it does not go)."""

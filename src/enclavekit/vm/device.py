@@ -32,6 +32,7 @@ from ..sgx.processor import Processor
 from ..sgx.structs import KeyRequest, TargetInfo
 from ..wire import FLAG_ERROR, FLAG_REPLY, decode_value, encode_value, pack_frame, recv_frame
 from . import protocol as p
+from . import users
 from .bootstrap import compiled_runtime, runtime_files
 from .loader import Built, EPCManager, parse_image
 from .platform import PlatformIdentity, PlatformStore
@@ -39,8 +40,11 @@ from .spawn import kill_and_reap, runtime, spawn_enclave
 
 PROTOCOL = 1
 HOST_MESSAGES = frozenset({p.Msg.HELLO, p.Msg.STATUS, p.Msg.LOAD, p.Msg.UNLOAD,
-                           p.Msg.DEBUG_READ, p.Msg.DEBUG_WRITE, p.Msg.SHUTDOWN})
+                           p.Msg.DEBUG_READ, p.Msg.DEBUG_WRITE, p.Msg.SHUTDOWN,
+                           p.Msg.RESTART, p.Msg.LOST_REASON})
 MAX_DEBUG_IO = 1 << 20
+POWER_LOST = "lost power (vm restart)"
+"""Why RESTART ended an enclave (LOST_REASON), completed by the host with '; load it again'."""
 _BUNDLE_HEAD = 12
 
 
@@ -106,6 +110,9 @@ class Device:
         cpu = Processor(epc_pages or identity.sku.epc_pages, identity.secrets, identity.cpusvn,
                         launch_allowlist=allow_signers)
         self.epc = EPCManager(cpu)
+        self._cpu_args = (epc_pages or identity.sku.epc_pages, allow_signers)
+        self.boot = 1
+        self._lost: dict[int, tuple[object, str]] = {}
         self.enclaves: dict[int, Loaded] = {}
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -116,10 +123,12 @@ class Device:
         self._warm_cond = threading.Condition(self._lock)
         self._want_warm = False
         self._closed = False
+        self._warmer_on = False
         if spawn is None if warm is None else warm:
             # one long-lived thread spawns every warm process: PR_SET_PDEATHSIG fires when
             # the spawning *thread* ends, so a short-lived thread would kill its child
             self._want_warm = True
+            self._warmer_on = True
             threading.Thread(target=self._warmer, daemon=True, name="warmer").start()
 
     # ------------------------------------------------------------------ host requests
@@ -154,9 +163,45 @@ class Device:
             enc = self._owned(wreq.enclave_id, owner)
             self.epc.debug_write(enc.built, wreq.linaddr, wreq.data)
             return encode_value(p.Empty(), p.Empty), None
+        if msg_type in (p.Msg.RESTART, p.Msg.LOST_REASON):
+            return self._power_request(msg_type, payload, owner), None
         decode_value(payload, p.Empty)  # SHUTDOWN
         self.stopping.set()
         return encode_value(p.Empty(), p.Empty), None
+
+    def _power_request(self, msg_type: int, payload: bytes, owner: object) -> bytes:
+        if msg_type == p.Msg.RESTART:
+            decode_value(payload, p.Empty)
+            return encode_value(self.restart(), p.Restarted)
+        ref = decode_value(payload, p.EnclaveRef)
+        with self._lock:
+            lost = self._lost.get(ref.enclave_id)
+        reason = lost[1] if lost is not None and lost[0] is owner else ""
+        return encode_value(p.LostReason(reason), p.LostReason)
+
+    def restart(self) -> p.Restarted:
+        """A power cycle: every enclave and the warm process are killed, and a new
+        Processor over the same fused secrets (new per-boot keys, empty EPC) serves on."""
+        with self._lock:
+            victims = list(self.enclaves.values())
+            for enc in victims:
+                self._lost[enc.enclave_id] = (enc.owner, POWER_LOST)
+            warm, self._warm = self._warm, None
+            self.boot += 1
+            boot = self.boot
+        if warm is not None:
+            warm.discard()
+        for enc in victims:
+            self.unload(enc)
+        pages, allow = self._cpu_args
+        with self.epc.lock:
+            self.epc = EPCManager(Processor(pages, self.identity.secrets, self.identity.cpusvn,
+                                            launch_allowlist=allow))
+        with self._warm_cond:
+            if self._warmer_on and not self._closed:
+                self._want_warm = True
+                self._warm_cond.notify_all()
+        return p.Restarted(len(victims), boot)
 
     def _owned(self, enclave_id: int, owner: object) -> Loaded:
         with self._lock:
@@ -361,6 +406,9 @@ class Device:
             mine = [e for e in self.enclaves.values() if e.owner is owner]
         for enc in mine:
             self.unload(enc)
+        with self._lock:
+            for eid in [i for i, (o, _) in self._lost.items() if o is owner]:
+                del self._lost[eid]
 
     def close(self) -> None:
         """Unload everything and stop the warm process."""
@@ -524,6 +572,10 @@ def run(args: argparse.Namespace) -> int:
     vm_dir = store.path(args.vm).parent
     socket_path = os.path.abspath(args.socket)
     lock_fd = _lock_vm(vm_dir, args.vm)
+    if args.user:
+        uid, gid = users.resolve(args.user)
+        users.hand_over(vm_dir, uid, gid)
+        users.drop_privileges(uid, gid)
     allow = frozenset(bytes.fromhex(h) for h in args.allow_signer) if args.allow_signer else None
     device = Device(identity, epc_pages=args.epc_pages, allow_signers=allow,
                     warm=not args.no_warm)
@@ -531,10 +583,12 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: device.stopping.set())
     os.chdir("/")
     listener = _listen(socket_path)
+    if args.user:
+        os.chmod(socket_path, users.SOCKET_MODE)  # hosts of other users connect
     info = vm_dir / "device.json"
     if args.publish:
         atomic_write(info, json.dumps({"pid": os.getpid(), "socket": socket_path}).encode(),
-                     mode=0o600)
+                     mode=users.INFO_MODE if args.user else 0o600)
     if args.parent_pid:
         threading.Thread(target=_parent_watch, args=(device, args.parent_pid),
                          daemon=True).start()
@@ -571,6 +625,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     help="launch allow-list: an MRSIGNER in hex (repeatable)")
     ap.add_argument("--no-warm", action="store_true",
                     help="do not keep an enclave process pre-started (every LOAD cold-starts)")
+    ap.add_argument("--user", default="",
+                    help="run as this unprivileged user after reading the platform (root only)")
     ap.add_argument("--epc-pages", type=int, default=None, help=argparse.SUPPRESS)
     return ap.parse_args(list(argv))
 

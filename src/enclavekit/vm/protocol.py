@@ -28,6 +28,8 @@ class Msg(enum.IntEnum):
     DEBUG_READ = 5
     DEBUG_WRITE = 6
     SHUTDOWN = 7
+    RESTART = 8
+    LOST_REASON = 9
     # device → enclave (private channel)
     BOOT = 20
     WARM = 23
@@ -270,3 +272,21 @@ class CallResult:
     """ECALL / OCALL reply: the encoded result."""
 
     result: bytes
+
+
+# --------------------------------------------------------------------------- power events
+
+
+@dataclass
+class Restarted:
+    """RESTART reply (a power cycle): the enclaves it killed and the device's boot count."""
+
+    lost: int
+    boot: int
+
+
+@dataclass
+class LostReason:
+    """LOST_REASON reply: why enclave ``enclave_id`` of this connection is gone, or ""."""
+
+    reason: str
