@@ -372,3 +372,19 @@ class VMNotFound(VMError, LookupError):
 
 class VMExists(VMError):
     """A VM of that name already exists."""
+
+
+class ProtectedFileTampered(IntegrityError):
+    """A protected file's header, chunk table, chunk or length does not authenticate."""
+
+
+class ProtectedFileMoved(IntegrityError):
+    """An authentic protected file is bound to another path than the one it was opened at."""
+
+
+class ProtectedFileRollback(IntegrityError):
+    """A protected file is older than (or forked from) a version this enclave already saw."""
+
+
+class ProtectedFileUsage(EnclaveKitError, ValueError):
+    """A protected file was used against its mode or state (closed, read-only, wrong key kind)."""

@@ -63,6 +63,7 @@ RUNTIME_MODULES = (
     "enclavekit/enclave/dispatch.py",
     "enclavekit/enclave/importer.py",
     "enclavekit/enclave/local.py",
+    "enclavekit/enclave/files.py",
 )
 """The enclavekit files the runtime consists of (their packages' other files never load)."""
 THIRD_PARTY = ("msgpack", "cryptography", "_cffi_backend")

@@ -565,6 +565,13 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
+def _not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: the host's user cannot ptrace or read the device's memory (RT-1)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SHUTDOWN, SIGTERM or the parent's death."""
     store = PlatformStore(Path(args.data_dir).resolve())
@@ -579,6 +586,7 @@ def run(args: argparse.Namespace) -> int:
     allow = frozenset(bytes.fromhex(h) for h in args.allow_signer) if args.allow_signer else None
     device = Device(identity, epc_pages=args.epc_pages, allow_signers=allow,
                     warm=not args.no_warm)
+    _not_dumpable()
     signal.signal(signal.SIGTERM, lambda *_: device.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: device.stopping.set())
     os.chdir("/")
