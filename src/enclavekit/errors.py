@@ -388,3 +388,30 @@ class ProtectedFileRollback(IntegrityError):
 
 class ProtectedFileUsage(EnclaveKitError, ValueError):
     """A protected file was used against its mode or state (closed, read-only, wrong key kind)."""
+
+
+# --------------------------------------------------------------------------- sealing, counters
+
+
+class SealRuleError(IntegrityError):
+    """A sealed blob was refused; ``rule`` names the sealing rule that refused it.
+
+    Rules: ``format`` (lengths or fields do not parse), ``mrenclave`` (another build),
+    ``mrsigner`` (another signer), ``isvprodid`` (another product), ``debug`` (DEBUG and
+    production never share keys), ``platform`` (another platform, or modified),
+    ``modified`` (the MAC does not verify), ``stale`` (older than the device's counter).
+    SVN rules raise ``InvalidISVSVN`` / ``InvalidCPUSVN`` as EGETKEY does.
+    """
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"sealed blob refused ({rule} rule): {detail}")
+        self.rule = rule
+        self.detail = detail
+
+
+class CounterError(EnclaveKitError):
+    """A device-held monotonic counter refused a request (unknown, not ours, or limit)."""
+
+
+class CounterMismatch(CounterError):
+    """Compare-and-increment found another value: another instance advanced the state."""

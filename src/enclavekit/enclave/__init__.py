@@ -9,22 +9,29 @@ inside an enclave" there.
 
 from __future__ import annotations
 
+from . import counters
 from .api import Identity, ReportInfo, get_key, identity, report, target_info, verify_report
 from .dispatch import ecall, ocall
 from .importer import trusted_file
 from .local import LocalAttestation, PeerPolicy
+from .seal import SealPolicy, Unsealed, seal, unseal
 
 __all__ = [
     "Identity",
     "LocalAttestation",
     "PeerPolicy",
     "ReportInfo",
+    "SealPolicy",
+    "Unsealed",
+    "counters",
     "ecall",
     "get_key",
     "identity",
     "ocall",
     "report",
+    "seal",
     "target_info",
     "trusted_file",
+    "unseal",
     "verify_report",
 ]

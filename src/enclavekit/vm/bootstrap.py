@@ -63,6 +63,8 @@ RUNTIME_MODULES = (
     "enclavekit/enclave/dispatch.py",
     "enclavekit/enclave/importer.py",
     "enclavekit/enclave/local.py",
+    "enclavekit/enclave/seal.py",
+    "enclavekit/enclave/counters.py",
     "enclavekit/enclave/files.py",
 )
 """The enclavekit files the runtime consists of (their packages' other files never load)."""

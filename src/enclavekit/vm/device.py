@@ -34,6 +34,7 @@ from ..wire import FLAG_ERROR, FLAG_REPLY, decode_value, encode_value, pack_fram
 from . import protocol as p
 from . import users
 from .bootstrap import compiled_runtime, runtime_files
+from .counters import COUNTER_MESSAGES, CounterStore, serve_counter
 from .loader import Built, EPCManager, parse_image
 from .platform import PlatformIdentity, PlatformStore
 from .spawn import kill_and_reap, runtime, spawn_enclave
@@ -103,10 +104,11 @@ class Device:
     def __init__(self, identity: PlatformIdentity, *, epc_pages: int | None = None,
                  allow_signers: frozenset[bytes] | None = None,
                  spawn: Callable[[int, int], int] | None = None,
-                 warm: bool | None = None) -> None:
+                 warm: bool | None = None, counters: CounterStore | None = None) -> None:
         """``warm`` (default: on unless ``spawn`` is replaced) keeps one enclave process
         pre-started for the next LOAD (see :mod:`.bootstrap`)."""
         self.identity = identity
+        self.counters = counters if counters is not None else CounterStore()
         cpu = Processor(epc_pages or identity.sku.epc_pages, identity.secrets, identity.cpusvn,
                         launch_allowlist=allow_signers)
         self.epc = EPCManager(cpu)
@@ -468,6 +470,8 @@ class Device:
             kreq = KeyRequest.from_bytes(decode_value(payload, p.EGetKeyRequest).keyrequest)
             with self.epc.lock:
                 return self.epc.cpu.egetkey(secs, kreq)
+        if msg_type in COUNTER_MESSAGES:
+            return serve_counter(self.counters, enc.mrsigner, msg_type, payload)
         raise ProtocolError(f"{_msg_name(msg_type)} is not served on an enclave's channel")
 
 
@@ -565,6 +569,13 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
+def _not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: the host's user cannot ptrace or read the device's memory (RT-1)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SHUTDOWN, SIGTERM or the parent's death."""
     store = PlatformStore(Path(args.data_dir).resolve())
@@ -578,7 +589,9 @@ def run(args: argparse.Namespace) -> int:
         users.drop_privileges(uid, gid)
     allow = frozenset(bytes.fromhex(h) for h in args.allow_signer) if args.allow_signer else None
     device = Device(identity, epc_pages=args.epc_pages, allow_signers=allow,
+                    counters=CounterStore(vm_dir / "counters.json"),
                     warm=not args.no_warm)
+    _not_dumpable()
     signal.signal(signal.SIGTERM, lambda *_: device.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: device.stopping.set())
     os.chdir("/")

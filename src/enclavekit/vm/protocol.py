@@ -36,6 +36,10 @@ class Msg(enum.IntEnum):
     # enclave → device (private channel)
     EREPORT = 21
     EGETKEY = 22
+    COUNTER_CREATE = 30
+    COUNTER_READ = 31
+    COUNTER_INCREMENT = 32
+    COUNTER_DESTROY = 33
     # host ↔ enclave (ecall socket)
     INTERFACE = 40
     ECALL = 41
@@ -290,3 +294,31 @@ class LostReason:
     """LOST_REASON reply: why enclave ``enclave_id`` of this connection is gone, or ""."""
 
     reason: str
+
+
+# --------------------------------------------------------------------------- monotonic counters
+
+
+@dataclass
+class CounterRef:
+    """COUNTER_READ / COUNTER_DESTROY request: a counter of the calling enclave's MRSIGNER."""
+
+    counter_id: bytes
+
+
+@dataclass
+class CounterIncrement:
+    """COUNTER_INCREMENT request: add 1 if the value is ``expected``; record ``tag`` with it."""
+
+    counter_id: bytes
+    expected: int
+    tag: bytes = b""
+
+
+@dataclass
+class CounterValue:
+    """A counter's state (inside the :class:`Data` reply of every COUNTER_* request)."""
+
+    counter_id: bytes
+    value: int
+    tag: bytes = b""
