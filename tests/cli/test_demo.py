@@ -122,6 +122,14 @@ def test_tampered_image_is_refused_by_einit(demo: DemoRun) -> None:
     assert "SGX_INVALID_MEASUREMENT" in line
 
 
+def test_debugger_is_refused_on_production_and_reads_a_debug_build(demo: DemoRun) -> None:
+    assert re.search(r"production debug_read refused: .*SGX_PAGE_NOT_DEBUGGABLE", demo.stdout)
+    if os.geteuid() != 0:
+        assert re.search(r"production /proc/\d+/mem refused", demo.stdout)
+    assert "DEBUG build: debug_read gives b'EKMANIF1'" in demo.stdout
+    assert re.search(r"/proc/\d+/mem read \d+ bytes .*never ship one", demo.stdout)
+
+
 def test_tamper_changes_one_measured_byte_and_keeps_the_sigstruct() -> None:
     manifest = Manifest.load(EXAMPLES / "joint_stats")
     image = EnclaveFile.from_layout(build_layout(manifest), manifest.to_dict())

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import EnclaveKitError, InvalidMeasurement, ManifestError
+from ..errors import EnclaveKitError, InvalidMeasurement, ManifestError, PageNotDebuggable
 
 OWNERS = {"alice": ("Alice", 300, 11), "bob": ("Bob", 240, 29)}
 """owner id → (display name, record count, random seed)."""
@@ -238,8 +239,63 @@ def run(console: Console, examples: Path | None = None) -> int:
     else:
         console.print("[red]FAIL: the tampered image was loaded[/]")
         return 1
+    if not debugger_step(console, vm, compute_file, examples):
+        return 1
     console.rule(f"[bold green]demo complete in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _proc_mem(pid: int) -> str:
+    """Try to read the first readable region of process ``pid`` as a debugger would."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            lo, hi = (int(x, 16) for x in maps.readline().split()[0].split("-"))
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            return f"read {len(os.pread(mem.fileno(), min(hi - lo, 4096), lo))} bytes"
+    except OSError as exc:
+        return f"refused ({type(exc).__name__}: {exc.strerror})"
+
+
+def debugger_step(console: Console, vm: Any, compute_file: Any, examples: Path) -> bool:
+    """Step 6: a debugger on the production enclave is refused; on a DEBUG build it reads."""
+    import tempfile
+
+    import enclavekit
+
+    _step(console, "6. A debugger reads enclave memory: production refused, DEBUG build open")
+    root = os.geteuid() == 0
+    with vm.load(compute_file) as prod:
+        pid = {e.enclave_id: e.pid for e in vm.status().enclaves}[prod.enclave_id]
+        try:
+            prod.debug_read(0, 8)
+            console.print("[red]FAIL: EDBGRD read a production enclave[/]")
+            return False
+        except PageNotDebuggable as exc:
+            console.print(f"  [green]✓[/] production debug_read refused: {exc}",
+                          highlight=False)
+        got = _proc_mem(pid)
+        if root:
+            console.print(f"  /proc/{pid}/mem as root: {got} (root can read any process: "
+                          "only real SGX hardware keeps root out; see docs/threat-model.md)",
+                          highlight=False)
+        elif got.startswith("refused"):
+            console.print(f"  [green]✓[/] production /proc/{pid}/mem {got}", highlight=False)
+        else:
+            console.print(f"[red]FAIL: /proc/{pid}/mem of a production enclave: {got}[/]")
+            return False
+    with tempfile.TemporaryDirectory(prefix="enclavekit-demo-") as tmp:
+        app = Path(tmp) / "joint_stats"
+        shutil.copytree(examples / "joint_stats", app)
+        toml = app / "enclave.toml"
+        toml.write_text(toml.read_text().replace("debug = false", "debug = true"))
+        debug_file = enclavekit.build(app).sign(enclavekit.SigningKey.generate())
+    with vm.load(debug_file) as dbg:
+        pid = {e.enclave_id: e.pid for e in vm.status().enclaves}[dbg.enclave_id]
+        head: bytes = dbg.debug_read(0, 8)
+        console.print(f"  [yellow]![/] DEBUG build: debug_read gives {head!r}; /proc/{pid}/mem "
+                      f"{_proc_mem(pid)} — anyone on the host can read a debug enclave: never "
+                      "ship one", highlight=False)
+    return head == b"EKMANIF1"
 
 
 @click.command("demo")
