@@ -9,6 +9,10 @@ Flow (the host only relays bytes between the owner agent and this enclave):
    the associated data; a batch number is accepted once).
 4. ``compute``: count, mean, min and max of each numeric field over both owners'
    records, returned as JSON encrypted under each owner's own key.
+
+``checkpoint`` seals the intermediate state (keys, records, batches seen) to this very
+build (MRENCLAVE policy) for the host to keep; after a power loss (``vm restart``) a
+fresh instance of the same build takes it back with ``resume``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from enclavekit.enclave import ecall, identity
+from enclavekit.enclave import SealPolicy, ecall, identity, seal, unseal
 from enclavekit.enclave.local import LocalAttestation, PeerPolicy
 
 FIELDS = ("age", "income")
 CONTEXT = b"joint-stats/v1"
+STATE_AAD = b"joint-stats/v1/state"
 NONCE = 12
 
 _exchange: LocalAttestation | None = None
@@ -146,3 +151,26 @@ def compute() -> dict[str, bytes]:
               "stats": joint_statistics(everyone)}
     plain = json.dumps(result, sort_keys=True).encode()
     return {owner: _seal(key, plain, _aad("result", owner)) for owner, key in _keys.items()}
+
+
+@ecall
+def checkpoint() -> bytes:
+    """The intermediate state, sealed to this build on this platform (MRENCLAVE policy)."""
+    state = {"keys": {owner: key.hex() for owner, key in _keys.items()},
+             "records": _records, "batches": sorted([owner, n] for owner, n in _batches)}
+    return seal(json.dumps(state, sort_keys=True).encode(), SealPolicy.MRENCLAVE, STATE_AAD)
+
+
+@ecall
+def resume(blob: bytes) -> dict[str, int]:
+    """Take back a checkpoint (only this build on this platform can); records per owner."""
+    if _keys or _batches:
+        raise PermissionError("resume only into a fresh instance (state already present)")
+    data, aad = unseal(blob)
+    if aad != STATE_AAD:
+        raise ValueError("not a joint-stats checkpoint")
+    state = json.loads(data)
+    _keys.update({owner: bytes.fromhex(key) for owner, key in state["keys"].items()})
+    _records.update(state["records"])
+    _batches.update((owner, n) for owner, n in state["batches"])
+    return {owner: len(rows) for owner, rows in sorted(_records.items())}

@@ -3,6 +3,7 @@ the tampered image refused by EINIT, and no process left behind."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -115,6 +116,17 @@ def test_host_saw_only_ciphertext(demo: DemoRun) -> None:
     values = {str(r[f]) for owner in OWNERS for r in records(owner) for f in FIELDS}
     assert not tokens & {v for v in values if len(v) >= 5}, "a record value reached the host"
     assert not any(word in labels for word in ('"age"', '"income"', "{"))
+
+
+def test_intermediate_state_survives_a_vm_restart_sealed(demo: DemoRun) -> None:
+    out = demo.stdout
+    assert re.search(r"host saw\s+sealed checkpoint", out)
+    assert "lost power (vm restart); load it again" in out
+    resumed = re.search(r"unsealed the checkpoint: (\{.*\})", out)
+    assert resumed is not None
+    counts = ast.literal_eval(resumed.group(1))
+    assert sum(counts.values()) > 0  # state from before the power loss came back
+    assert out.index("unsealed the checkpoint") < out.index("match the plain computation")
 
 
 def test_tampered_image_is_refused_by_einit(demo: DemoRun) -> None:

@@ -17,6 +17,7 @@ The flow (public calls only; the apps are ``examples/joint_stats`` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,7 +33,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import EnclaveKitError, InvalidMeasurement, ManifestError, PageNotDebuggable
+from ..errors import (
+    EnclaveKitError,
+    EnclaveLost,
+    InvalidMeasurement,
+    ManifestError,
+    PageNotDebuggable,
+)
 
 OWNERS = {"alice": ("Alice", 300, 11), "bob": ("Bob", 240, 29)}
 """owner id → (display name, record count, random seed)."""
@@ -164,7 +171,9 @@ def run(console: Console, examples: Path | None = None) -> int:
     console.print(f"  joint_stats MRENCLAVE {expected.mrenclave.hex()}")
     console.print(f"  MRSIGNER (demo key)   {expected.mrsigner.hex()}")
     vm = enclavekit.VM.default()
-    with vm.load(compute_file) as compute, vm.load(agent_file) as agent:
+    with contextlib.ExitStack() as stack:
+        compute = stack.enter_context(vm.load(compute_file))
+        agent = stack.enter_context(vm.load(agent_file))
         console.print(f"  loaded joint_stats (enclave {compute.enclave_id}, debug "
                       f"{compute.debug}) and owner_agent (enclave {agent.enclave_id}, debug "
                       f"{agent.debug})")
@@ -194,10 +203,30 @@ def run(console: Console, examples: Path | None = None) -> int:
         console.print(f"  joint_stats holds the keys of {', '.join(accepted)}")
 
         _step(console, "4. Encrypted batches go in; joint statistics come out re-encrypted")
-        for owner in OWNERS:
-            for number, blob in enumerate(batches[owner]):
-                compute.ecalls.add_records(owner, number, host.saw(
-                    f"records {owner}/{number}", blob))
+        todo = [(owner, number, blob) for owner in OWNERS
+                for number, blob in enumerate(batches[owner])]
+        half = len(todo) // 2
+        for owner, number, blob in todo[:half]:
+            compute.ecalls.add_records(owner, number, host.saw(f"records {owner}/{number}",
+                                                               blob))
+        checkpoint = host.saw("sealed checkpoint", compute.ecalls.checkpoint())
+        console.print(f"  joint_stats sealed its intermediate state ({half} of {len(todo)} "
+                      "batches) for the host to keep")
+        lost = vm.restart()
+        console.print(f"  [yellow]vm restart[/]: a power event; {lost} running enclaves lost")
+        try:
+            compute.ecalls.add_records(*todo[half])
+        except EnclaveLost as exc:
+            console.print(f"  the old instance is gone: {exc}", highlight=False)
+        else:
+            console.print("[red]FAIL: an enclave survived the power loss[/]")
+            return 1
+        compute = stack.enter_context(vm.load(compute_file))
+        counts = compute.ecalls.resume(checkpoint)
+        console.print(f"  a fresh joint_stats instance unsealed the checkpoint: {counts}")
+        for owner, number, blob in todo[half:]:
+            compute.ecalls.add_records(owner, number, host.saw(f"records {owner}/{number}",
+                                                               blob))
         sealed = compute.ecalls.compute()
         for owner, blob in sealed.items():
             host.saw(f"result for {owner}", blob)
