@@ -93,7 +93,7 @@ class Registry:
         self.ocalls[name] = sig
 
         def stub(*args: object, **kwargs: object) -> object:
-            disp: Dispatcher | None = getattr(_ctx, "dispatcher", None)
+            disp: Any = getattr(_ctx, "dispatcher", None)
             if disp is None:
                 raise EcallError(f"ocall {name!r} can only be made while an ecall is running")
             return disp.ocall(sig, args, kwargs)
@@ -276,8 +276,16 @@ class Dispatcher:
 
     def _run(self, rid: int, entry: tuple[CallSignature, Callable[..., Any]],
              args: bytes) -> None:
+        payload, flags = self.execute(entry, args, self)
+        with contextlib.suppress(OSError):
+            self._send(Msg.ECALL, rid, payload, flags)
+
+    def execute(self, entry: tuple[CallSignature, Callable[..., Any]], args: bytes,
+                ocalls: Any) -> tuple[bytes, int]:
+        """Run a claimed ecall; its reply payload and flags. The TCS is freed on return;
+        ``ocalls`` performs the ecall's ocalls (this dispatcher or a switchless worker)."""
         sig, fn = entry
-        _ctx.dispatcher = self
+        _ctx.dispatcher = ocalls
         try:
             bound = sig.decode_args(args)
             result = fn(*bound.args, **bound.kwargs)
@@ -295,8 +303,7 @@ class Dispatcher:
             _ctx.dispatcher = None
             with self.lock:  # the TCS is free before the host can see the reply
                 self.busy -= 1
-        with contextlib.suppress(OSError):
-            self._send(Msg.ECALL, rid, payload, flags)
+        return payload, flags
 
     # ----------------------------------------------------------------- ocalls
 
@@ -319,11 +326,7 @@ class Dispatcher:
         frame = pending.frame
         if frame is None:
             raise EcallError(f"ocall {sig.name!r}: the host closed the ecall socket")
-        if frame.is_error:
-            raise rebuild_error(decode_value(frame.payload, ErrorInfo,
-                                             what=f"ocall {sig.name!r} error"))
-        result = decode_value(frame.payload, CallResult, what=f"ocall {sig.name!r} reply")
-        return sig.decode_result(result.result)
+        return ocall_outcome(sig, frame)
 
     def _ocall_reply(self, frame: Frame) -> None:
         with self.lock:
@@ -333,6 +336,15 @@ class Dispatcher:
                 return
             pending.frame = frame
         pending.event.set()
+
+
+def ocall_outcome(sig: CallSignature, frame: Frame) -> object:
+    """An ocall's reply frame as the declared result (hostile input: checked), or raise."""
+    if frame.is_error:
+        raise rebuild_error(decode_value(frame.payload, ErrorInfo,
+                                         what=f"ocall {sig.name!r} error"))
+    result = decode_value(frame.payload, CallResult, what=f"ocall {sig.name!r} reply")
+    return sig.decode_result(result.result)
 
 
 SPIN = 50e-6
@@ -364,6 +376,12 @@ def _entry_module(manifest_blob: bytes) -> str:
     return ".".join(parts)
 
 
+def _switchless_workers(manifest_blob: bytes) -> int:
+    size = int.from_bytes(manifest_blob[8:12], "little")
+    value = json.loads(manifest_blob[12 : 12 + size]).get("switchless_workers", 0)
+    return value if type(value) is int and value > 0 else 0
+
+
 def _limit_heap(heap_size: int, threads: int, stack: int) -> None:
     """Cap the address space: start-up footprint + heap + thread stacks + runtime slack."""
     with open("/proc/self/statm", "rb") as f:
@@ -381,6 +399,12 @@ def run(payload: bytes, private_fd: int, ecall_fd: int) -> None:
     boot = decode_value(payload, Boot, what="BOOT")
     private = socket.socket(fileno=private_fd)
     ecalls = socket.socket(fileno=ecall_fd)
+    workers = _switchless_workers(boot.manifest)
+    ring = None
+    if workers:
+        from . import switchless
+
+        ring = switchless.attach(private, workers)
     api._connect(private, boot)
     importer.add_bundle(boot.bundle)
     stack = max(boot.stack_size, MIN_THREAD_STACK)
@@ -394,6 +418,8 @@ def run(payload: bytes, private_fd: int, ecall_fd: int) -> None:
             startup_error += "\n" + "".join(traceback.format_exception(exc)).rstrip()
     disp = Dispatcher(ecalls, threads=boot.threads, debug=boot.debug, heap_size=boot.heap_size,
                       startup_error=startup_error)
+    if ring is not None:
+        switchless.start(disp, ring)
     _limit_heap(boot.heap_size, boot.threads, stack)
     disp.serve()
     os._exit(0)

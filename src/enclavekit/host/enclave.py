@@ -27,6 +27,7 @@ from ..wire.codec import decode_value, encode_value
 from ..wire.schema import signature_from_schema
 
 if TYPE_CHECKING:
+    from .switchless import SwitchlessRing
     from .vm import VM
 
 _EMPTY = encode_value(p.Empty(), p.Empty)
@@ -39,8 +40,10 @@ class Enclave:
     """A loaded enclave; a context manager whose exit unloads it."""
 
     def __init__(self, vm: VM, reply: p.LoadReply, sock: socket.socket, name: str,
-                 ocalls: Mapping[str, Callable[..., Any]] | None = None) -> None:
+                 ocalls: Mapping[str, Callable[..., Any]] | None = None,
+                 switchless: SwitchlessRing | None = None) -> None:
         self._vm = vm
+        self._switchless = switchless
         self.enclave_id = reply.enclave_id
         self.mrenclave = reply.mrenclave
         self.mrsigner = reply.mrsigner
@@ -118,7 +121,11 @@ class Enclave:
         """Make ecall ``name`` (what ``ecalls.NAME(*args, **kwargs)`` does)."""
         sig = self._signature(name)
         data = sig.encode_args(args, kwargs)
-        frame = self._exchange(p.Msg.ECALL, encode_value(p.Call(name, data), p.Call))
+        payload = encode_value(p.Call(name, data), p.Call)
+        ring = self._switchless  # switchless when a lane is free, else the socket
+        frame = ring.call(self, payload) if ring is not None else None
+        if frame is None:
+            frame = self._exchange(p.Msg.ECALL, payload)
         return sig.decode_result(decode_value(frame.payload, p.CallResult).result)
 
     # ------------------------------------------------------------------ frames
@@ -192,6 +199,12 @@ class Enclave:
             self._state.notify_all()
 
     def _serve_ocall(self, frame: Frame) -> None:
+        out = self._ocall_reply(frame)
+        with self._send_lock:
+            self._send(out)
+
+    def _ocall_reply(self, frame: Frame) -> bytes:
+        """Run the host function an OCALL names; its reply frame (typed error on failure)."""
         try:
             call = decode_value(frame.payload, p.Call)
             sig = self._ocall_sigs.get(call.name)
@@ -205,8 +218,7 @@ class Enclave:
             flags = FLAG_REPLY
         except Exception as exc:
             out, flags = encode_value(p.error_info(exc), p.ErrorInfo), FLAG_REPLY | FLAG_ERROR
-        with self._send_lock:
-            self._send(pack_frame(p.Msg.OCALL, frame.request_id, out, flags=flags))
+        return pack_frame(p.Msg.OCALL, frame.request_id, out, flags=flags)
 
     def _send(self, data: bytes) -> None:
         if self._lost is not None:

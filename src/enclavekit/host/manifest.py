@@ -21,7 +21,7 @@ MANIFEST_NAME = "enclave.toml"
 PAGE = 4096
 
 _KEYS = {"name", "entry", "trusted", "product_id", "security_version", "debug",
-         "heap_size", "stack_size", "threads", "runtime"}
+         "heap_size", "stack_size", "threads", "runtime", "switchless_workers"}
 _RUNTIME_KEYS = {"python"}
 _DEFAULTS: dict[str, Any] = {
     "entry": "app.py",
@@ -32,6 +32,7 @@ _DEFAULTS: dict[str, Any] = {
     "heap_size": "1M",
     "stack_size": "256K",
     "threads": 1,
+    "switchless_workers": 0,
 }
 _MAX_THREADS = 256
 _MAX_MEMORY = 1 << 40
@@ -65,6 +66,9 @@ class Manifest:
     stack_size: int
     threads: int
     python: str
+    switchless_workers: int = 0
+    """Worker threads serving switchless ecalls (0: off); measured, since it changes how
+    the enclave is called (``host.switchless``)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
@@ -92,9 +96,12 @@ class Manifest:
         """The resolved manifest as plain JSON values (without the local root directory).
 
         ``runtime.pin`` maps each enclave runtime file to its SHA-256, so MRENCLAVE covers
-        the exact runtime the enclave will import.
+        the exact runtime the enclave will import. ``switchless_workers`` appears only when
+        set, so manifests without it measure as before.
         """
-        return {
+        extra = {"switchless_workers": self.switchless_workers} if self.switchless_workers \
+            else {}
+        return {**extra,
             "name": self.name, "entry": self.entry, "trusted": list(self.trusted),
             "product_id": self.product_id, "security_version": self.security_version,
             "debug": self.debug, "heap_size": self.heap_size, "stack_size": self.stack_size,
@@ -183,6 +190,7 @@ def _resolve(raw: dict[str, Any], root: Path, where: str) -> Manifest:
         stack_size=parse_size(values["stack_size"], "stack_size", where),
         threads=_int(values, "threads", 1, _MAX_THREADS, where),
         python=python,
+        switchless_workers=_int(values, "switchless_workers", 0, 64, where),
     )
 
 

@@ -41,6 +41,7 @@ from ..wire import Frame, FrameReader, pack_frame
 from ..wire.codec import decode_value, encode_value
 from .enclave import Enclave
 from .image import EnclaveFile
+from .switchless import SwitchlessRing
 
 __all__ = ["VM", "VMStatus"]
 
@@ -252,12 +253,18 @@ class VM:
     def _enclave(self, frame: Frame, fds: list[int], name: str,
                  ocalls: Mapping[str, Callable[..., Any]] | None) -> Enclave:
         reply = decode_value(frame.payload, p.LoadReply)
-        if len(fds) != 1:
+        want = 2 if reply.switchless_workers else 1
+        if len(fds) != want:
             for fd in fds:
                 os.close(fd)
-            raise ProtocolError(f"LOAD reply carried {len(fds)} descriptors, expected 1")
+            raise ProtocolError(f"LOAD reply carried {len(fds)} descriptors, expected {want}")
         sock = socket.socket(fileno=fds[0])
-        return Enclave(self, reply, sock, name or f"enclave-{reply.enclave_id}", ocalls)
+        try:
+            ring = SwitchlessRing(fds[1], reply.switchless_workers) if want == 2 else None
+        except BaseException:
+            sock.close()
+            raise
+        return Enclave(self, reply, sock, name or f"enclave-{reply.enclave_id}", ocalls, ring)
 
     def _unload(self, enclave_id: int) -> None:
         if self._sock is None:

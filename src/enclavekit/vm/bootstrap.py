@@ -54,6 +54,7 @@ RUNTIME_MODULES = (
     "enclavekit/wire/codec.py",
     "enclavekit/wire/frame.py",
     "enclavekit/wire/schema.py",
+    "enclavekit/wire/ring.py",
     "enclavekit/sgx/_layout.py",
     "enclavekit/sgx/consts.py",
     "enclavekit/sgx/structs.py",
@@ -63,9 +64,10 @@ RUNTIME_MODULES = (
     "enclavekit/enclave/dispatch.py",
     "enclavekit/enclave/importer.py",
     "enclavekit/enclave/local.py",
+    "enclavekit/enclave/files.py",
     "enclavekit/enclave/seal.py",
     "enclavekit/enclave/counters.py",
-    "enclavekit/enclave/files.py",
+    "enclavekit/enclave/switchless.py",
 )
 """The enclavekit files the runtime consists of (their packages' other files never load)."""
 THIRD_PARTY = ("msgpack", "cryptography", "_cffi_backend")

@@ -31,6 +31,7 @@ from ..sgx.consts import AttributeFlags
 from ..sgx.processor import Processor
 from ..sgx.structs import KeyRequest, TargetInfo
 from ..wire import FLAG_ERROR, FLAG_REPLY, decode_value, encode_value, pack_frame, recv_frame
+from ..wire.ring import ring_header, ring_size
 from . import protocol as p
 from . import users
 from .bootstrap import compiled_runtime, runtime_files
@@ -135,8 +136,9 @@ class Device:
 
     # ------------------------------------------------------------------ host requests
 
-    def handle(self, msg_type: int, payload: bytes, owner: object) -> tuple[bytes, int | None]:
-        """Serve one host request; returns the reply payload and an fd to pass with it."""
+    def handle(self, msg_type: int, payload: bytes,
+               owner: object) -> tuple[bytes, int | list[int] | None]:
+        """Serve one host request; returns the reply payload and fds to pass with it."""
         if msg_type not in HOST_MESSAGES:
             raise ProtocolError(f"{_msg_name(msg_type)} is not served on the device socket "
                                 "(EREPORT and EGETKEY come only from an enclave's own channel)")
@@ -225,8 +227,9 @@ class Device:
         return p.VMStatus(self.identity.name, self.identity.size, cpu.epc_pages,
                           cpu.epc_pages - free, free, rows)
 
-    def load(self, image: bytes, owner: object) -> tuple[p.LoadReply, int]:
-        """Build, EINIT and start an enclave; returns the reply and the host's ecall fd."""
+    def load(self, image: bytes, owner: object) -> tuple[p.LoadReply, list[int]]:
+        """Build, EINIT and start an enclave; returns the reply and the host's ecall fd
+        (and its switchless ring memfd when the manifest asks for switchless workers)."""
         stream, sigstruct = parse_image(image)
         built = self.epc.build(stream, sigstruct)
         try:
@@ -271,10 +274,13 @@ class Device:
         # BOOT (~300 KiB with the compiled runtime) is sent by the channel's thread: it fills
         # the socket buffer, and the enclave reads it only once its interpreter is up, while
         # the host can already be told the enclave id.
-        threading.Thread(target=self._serve_private, args=(enc, frame), daemon=True,
-                         name=f"enclave-{eid}").start()
-        fd = call_host.detach()
-        return p.LoadReply(eid, boot.mrenclave, boot.mrsigner, boot.debug, boot.threads), fd
+        workers = _switchless_workers(boot.manifest)
+        ring = _ring_memfd(workers) if workers else None
+        threading.Thread(target=self._serve_private, args=(enc, frame, ring, workers),
+                         daemon=True, name=f"enclave-{eid}").start()
+        fds = [call_host.detach()] + ([os.dup(ring)] if ring is not None else [])
+        return p.LoadReply(eid, boot.mrenclave, boot.mrsigner, boot.debug, boot.threads,
+                           workers), fds
 
     # ------------------------------------------------------------------ warm process
 
@@ -426,13 +432,18 @@ class Device:
 
     # ------------------------------------------------------------------ enclave channel
 
-    def _serve_private(self, enc: Loaded, boot: bytes = b"") -> None:
-        """Send BOOT, then serve EREPORT / EGETKEY for ``enc`` only; the identity is the
-        channel's (RT-2)."""
+    def _serve_private(self, enc: Loaded, boot: bytes = b"", ring: int | None = None,
+                       workers: int = 0) -> None:
+        """Send BOOT (and SWITCHLESS with the ring), then serve EREPORT / EGETKEY for
+        ``enc`` only; the identity is the channel's (RT-2)."""
         sock, last = enc.private, 0
         try:
             if boot:
                 sock.sendall(boot)
+            if ring is not None:
+                fd, ring = ring, None  # _send closes it
+                _send(sock, p.Msg.SWITCHLESS, 0, encode_value(p.SwitchlessSetup(workers),
+                                                              p.SwitchlessSetup), 0, fd)
             while True:
                 frame = recv_frame(sock, max_payload=4096)
                 if frame is None:
@@ -455,6 +466,8 @@ class Device:
                 sock.sendall(pack_frame(frame.msg_type, frame.request_id, out, flags=flags))
         except (OSError, EnclaveKitError):
             pass
+        if ring is not None:
+            os.close(ring)
         if enc.state == "running":
             enc.state = "exited"
             self.unload(enc)
@@ -479,17 +492,40 @@ class Device:
 
 
 def _send(conn: socket.socket, msg_type: int, request_id: int, payload: bytes, flags: int,
-          fd: int | None) -> None:
+          fd: int | list[int] | None) -> None:
     frame = pack_frame(msg_type, request_id, payload, flags=flags)
     if fd is None:
         conn.sendall(frame)
         return
+    fds = [fd] if isinstance(fd, int) else fd
     try:
-        sent = socket.send_fds(conn, [frame], [fd])
+        sent = socket.send_fds(conn, [frame], fds)
         if sent < len(frame):
             conn.sendall(frame[sent:])
     finally:
+        for one in fds:
+            os.close(one)
+
+
+def _switchless_workers(manifest_blob: bytes) -> int:
+    value = json.loads(manifest_blob[12:]).get("switchless_workers", 0)
+    return value if type(value) is int and value > 0 else 0
+
+
+def _ring_memfd(workers: int) -> int:
+    """A zeroed switchless ring memfd (``wire.ring``), sealed so that neither the host nor
+    the enclave can shrink or grow it under the other's mapping."""
+    fd = os.memfd_create("enclavekit-switchless", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        size = ring_size(workers)
+        os.ftruncate(fd, size)
+        os.pwrite(fd, ring_header(workers), 0)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def serve_connection(device: Device, conn: socket.socket) -> None:
@@ -505,7 +541,7 @@ def serve_connection(device: Device, conn: socket.socket) -> None:
                 break
             if frame is None:
                 break
-            fd: int | None = None
+            fd: int | list[int] | None = None
             try:
                 if frame.is_reply:
                     raise ProtocolError("a reply frame was sent as a request")

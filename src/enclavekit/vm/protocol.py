@@ -33,6 +33,7 @@ class Msg(enum.IntEnum):
     # device → enclave (private channel)
     BOOT = 20
     WARM = 23
+    SWITCHLESS = 24
     # enclave → device (private channel)
     EREPORT = 21
     EGETKEY = 22
@@ -151,6 +152,8 @@ class LoadReply:
     mrsigner: bytes
     debug: bool
     threads: int
+    switchless_workers: int = 0
+    """Lanes of the enclave's switchless ring; when > 0 its memfd is the second descriptor."""
 
 
 @dataclass
@@ -322,3 +325,11 @@ class CounterValue:
     counter_id: bytes
     value: int
     tag: bytes = b""
+
+
+@dataclass
+class SwitchlessSetup:
+    """SWITCHLESS (device → enclave, right after BOOT, request id 0, no reply): the ring's
+    memfd comes with it (SCM_RIGHTS); ``workers`` must equal the measured manifest's."""
+
+    workers: int

@@ -1,0 +1,208 @@
+"""Switchless rings: single-producer/single-consumer mailboxes in one shared buffer.
+
+The buffer (an ``mmap`` of a sealed memfd the device creates; this module only sees the
+buffer) holds a header page and, per worker, one *lane* of two mailboxes: ``to_enclave``
+(host produces, enclave consumes) and ``to_host`` (the reverse). Each message is one wire
+frame (:mod:`.frame`), split into chunks when larger than a mailbox's area.
+
+Mailbox layout (offsets from the mailbox start; integers little-endian)::
+
+      0   8  seq     chunks published by the producer (it alone writes it)
+     64   8  ack     chunks taken by the consumer (it alone writes it)
+    128   4  length  bytes of this chunk in ``data``
+    132   4  flags   MORE (1): the message continues in the next chunk
+    136      data    AREA bytes
+
+The producer writes a chunk only when ``ack == seq`` (mailbox empty), then ``seq += 1``;
+the consumer waits for ``seq != ack``, copies the header and data **once**, sets
+``ack = seq`` and only then looks at its copy. Every value read from the buffer is
+untrusted: a length over the area or a message over ``limit`` is refused with
+``ProtocolError``, never read past (IF-6: the peer may change bytes at any time).
+
+Waiting spins on the shared words for a bounded time (no system call), then sleeps with
+a growing interval (idle path only), calling ``check`` now and then so the caller can stop
+(enclave unloaded, peer gone). Ordering relies on x86-64's total store order (data is
+written before ``seq``); a torn read only ever yields bytes the copy's checks refuse.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+
+from ..errors import ProtocolError
+from .frame import Frame, FrameReader
+
+__all__ = ["AREA", "HEADER_PAGE", "LANE", "MAGIC", "MAILBOX", "Lane", "Mailbox", "Ring",
+           "one_frame", "ring_header", "ring_size"]
+
+MAGIC = b"EKRING01"
+HEADER_PAGE = 4096
+MAILBOX = 64 << 10
+"""Bytes per mailbox (header words and data area)."""
+_DATA = 136
+AREA = MAILBOX - _DATA
+"""Data bytes per chunk."""
+LANE = 2 * MAILBOX
+MAX_WORKERS = 64
+MORE = 1
+_CHUNK = struct.Struct("<II")
+SPIN = 200e-6
+"""Seconds a waiter polls the shared words before it starts sleeping."""
+MAX_SLEEP = 1e-3
+CHECK_EVERY = 10e-3
+"""Seconds between ``check`` calls while sleeping."""
+
+
+def ring_size(workers: int) -> int:
+    """Bytes of a ring with ``workers`` lanes."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"switchless workers must be 1..{MAX_WORKERS}, found {workers}")
+    return HEADER_PAGE + workers * LANE
+
+
+def one_frame(data: bytes) -> Frame:
+    """A received message as exactly one frame, else ``ProtocolError``."""
+    reader = FrameReader()
+    frames = reader.feed(data)
+    if len(frames) != 1 or reader.buffered:
+        raise ProtocolError(f"switchless message is not exactly one frame ({len(frames)} "
+                            f"frames, {reader.buffered} bytes left over)")
+    return frames[0]
+
+
+def ring_header(workers: int) -> bytes:
+    """The ring's first 16 bytes: magic, worker count, area size."""
+    return MAGIC + struct.pack("<II", workers, AREA)
+
+
+class Mailbox:
+    """One direction of a lane: this side is either its producer or its consumer."""
+
+    __slots__ = ("_ack", "_mv", "_q", "_seq", "_start")
+
+    def __init__(self, buf: memoryview, offset: int) -> None:
+        self._mv = buf
+        self._q = buf.cast("Q")
+        self._seq = offset // 8
+        self._ack = (offset + 64) // 8
+        self._start = offset
+
+    # ------------------------------------------------------------------ producer
+
+    def send(self, data: bytes, check: Callable[[], None] | None = None) -> None:
+        """Publish ``data`` (chunked), waiting for the consumer to take each chunk."""
+        q, si, ai, mv = self._q, self._seq, self._ack, self._mv
+        head = self._start + 128
+        pos, end = 0, len(data)
+        while True:
+            seq = q[si]
+            if q[ai] != seq:
+                _wait(q, ai, seq, check, equal=True)
+            n = min(AREA, end - pos)
+            mv[head : head + 8] = _CHUNK.pack(n, MORE if pos + n < end else 0)
+            mv[head + 8 : head + 8 + n] = data[pos : pos + n]
+            q[si] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
+            pos += n
+            if pos >= end:
+                return
+
+    # ------------------------------------------------------------------ consumer
+
+    def ready(self) -> bool:
+        """Whether a chunk is waiting (one read of two words; no system call)."""
+        return bool(self._q[self._seq] != self._q[self._ack])
+
+    def recv(self, limit: int, check: Callable[[], None] | None = None) -> bytes:
+        """The next whole message (at most ``limit`` bytes), copied out of the buffer."""
+        q, si, ai, mv = self._q, self._seq, self._ack, self._mv
+        head = self._start + 128
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            ack = q[ai]
+            seq = q[si]
+            if seq == ack:
+                seq = _wait(q, si, ack, check, equal=False)
+            length, flags = _CHUNK.unpack(bytes(mv[head : head + 8]))  # one copy, then checks
+            if length > AREA:
+                q[ai] = seq
+                raise ProtocolError(f"switchless chunk length {length} is over the "
+                                    f"{AREA}-byte area")
+            total += length
+            if total > limit:
+                q[ai] = seq
+                raise ProtocolError(f"switchless message of over {limit} bytes (limit {limit})")
+            parts.append(bytes(mv[head + 8 : head + 8 + length]))
+            q[ai] = seq
+            if not flags & MORE:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _wait(q: memoryview, index: int, value: int, check: Callable[[], None] | None, *,
+          equal: bool) -> int:
+    """Wait until ``q[index] == value`` (``equal``) or ``!= value``; returns the word."""
+    deadline = time.perf_counter() + SPIN
+    spins = 0
+    while True:
+        got = q[index]
+        if (got == value) is equal:
+            return int(got)
+        spins += 1
+        if spins & 63 == 0 and time.perf_counter() > deadline:
+            break
+    sleep, next_check = 20e-6, 0.0
+    while True:
+        got = q[index]
+        if (got == value) is equal:
+            return int(got)
+        now = time.monotonic()
+        if check is not None and now >= next_check:
+            check()
+            next_check = now + CHECK_EVERY
+        time.sleep(sleep)
+        sleep = min(sleep * 2, MAX_SLEEP)
+
+
+class Lane:
+    """One worker's pair of mailboxes."""
+
+    __slots__ = ("index", "to_enclave", "to_host")
+
+    def __init__(self, buf: memoryview, index: int) -> None:
+        base = HEADER_PAGE + index * LANE
+        self.index = index
+        self.to_enclave = Mailbox(buf, base)
+        self.to_host = Mailbox(buf, base + MAILBOX)
+
+
+class Ring:
+    """A ring over a shared writable buffer of :func:`ring_size` bytes."""
+
+    def __init__(self, buf: memoryview, workers: int) -> None:
+        want = ring_size(workers)
+        if buf.readonly or buf.nbytes != want:
+            raise ProtocolError(f"switchless ring: expected a writable {want}-byte buffer for "
+                                f"{workers} workers, found {buf.nbytes} bytes")
+        self.buf = buf.cast("B")
+        self.workers = workers
+        self.lanes = [Lane(self.buf, i) for i in range(workers)]
+
+    @classmethod
+    def format(cls, buf: memoryview, workers: int) -> Ring:
+        """Write the header into a fresh zeroed buffer (tests; the device uses
+        :func:`ring_header`)."""
+        ring = cls(buf, workers)
+        ring.buf[:16] = ring_header(workers)
+        return ring
+
+    @classmethod
+    def attach(cls, buf: memoryview, workers: int) -> Ring:
+        """A ring whose header must name ``workers`` lanes (from the measured manifest)."""
+        ring = cls(buf, workers)
+        head = bytes(ring.buf[:16])
+        if head != ring_header(workers):
+            raise ProtocolError(f"switchless ring header {head.hex()} does not name "
+                                f"{workers} workers of {AREA}-byte areas")
+        return ring
