@@ -123,8 +123,10 @@ def test_a_dead_warm_process_falls_back_to_a_cold_start(
 
 
 def test_a_warm_process_refuses_a_boot_for_another_runtime(
-        tmp_path: Path, device: tuple[Device, VM], monkeypatch: pytest.MonkeyPatch,
-        capfd: pytest.CaptureFixture[str]) -> None:
+        capfd: pytest.CaptureFixture[str], tmp_path: Path, device: tuple[Device, VM],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # capfd comes first so that it is capturing before the device spawns its warm process:
+    # the warm process writes its refusal to the stderr it inherited at spawn time.
     dev, vm = device
 
     def without_cryptography(pin: dict[str, str]) -> dict[str, str]:
