@@ -123,31 +123,40 @@ def test_a_dead_warm_process_falls_back_to_a_cold_start(
 
 
 def test_a_warm_process_refuses_a_boot_for_another_runtime(
-        capfd: pytest.CaptureFixture[str], tmp_path: Path, device: tuple[Device, VM],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # capfd comes first so that it is capturing before the device spawns its warm process:
-    # the warm process writes its refusal to the stderr it inherited at spawn time.
-    dev, vm = device
-
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def without_cryptography(pin: dict[str, str]) -> dict[str, str]:
         return {k: v for k, v in pin.items() if not k.startswith("cryptography/")}
 
     image = _image(tmp_path, "other", without_cryptography, monkeypatch)
-    warm = dev.warm_pid(wait=WAIT)
-    assert warm is not None
-    take = dev._take_warm
+    # Enclave processes write bootstrap refusals to the stderr they inherit at spawn time:
+    # point this process's fd 2 at a file before the device (and its warm process) exists.
+    log = tmp_path / "enclave-stderr.log"
+    saved = os.dup(2)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        (tmp_path / "dev").mkdir()
+        with device_server(tmp_path / "dev", fake=False) as (dev, path, store), \
+                VM("testvm", path, store=store) as vm:
+            warm = dev.warm_pid(wait=WAIT)
+            assert warm is not None
+            take = dev._take_warm
 
-    def careless(pin: object, python: object) -> object:  # a device that skips its check
-        return take(runtime_files(), python)
+            def careless(pin: object, python: object) -> object:  # skips the device's check
+                return take(runtime_files(), python)
 
-    monkeypatch.setattr(dev, "_take_warm", careless)
-    with pytest.raises(EnclaveKitError), vm.load(image) as enc:
-        enc.ecalls.add(1, 1)
-    deadline = time.monotonic() + WAIT
-    while _running(warm) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _running(warm)
-    assert "pins a different runtime than this warm enclave process" in capfd.readouterr().err
+            monkeypatch.setattr(dev, "_take_warm", careless)
+            with pytest.raises(EnclaveKitError), vm.load(image) as enc:
+                enc.ecalls.add(1, 1)
+            deadline = time.monotonic() + WAIT
+            while _running(warm) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not _running(warm)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert "pins a different runtime than this warm enclave process" in log.read_text()
 
 
 def test_device_close_leaves_no_warm_process(tmp_path: Path) -> None:

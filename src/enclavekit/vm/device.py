@@ -276,9 +276,11 @@ class Device:
         # the host can already be told the enclave id.
         workers = _switchless_workers(boot.manifest)
         ring = _ring_memfd(workers) if workers else None
+        # the host's copy of the ring is made before the channel thread starts: that thread
+        # closes ``ring`` when the enclave ends, which may be at once
+        fds = [call_host.detach()] + ([os.dup(ring)] if ring is not None else [])
         threading.Thread(target=self._serve_private, args=(enc, frame, ring, workers),
                          daemon=True, name=f"enclave-{eid}").start()
-        fds = [call_host.detach()] + ([os.dup(ring)] if ring is not None else [])
         return p.LoadReply(eid, boot.mrenclave, boot.mrsigner, boot.debug, boot.threads,
                            workers), fds
 
