@@ -7,8 +7,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from enclavekit.enclave import api
 from enclavekit.enclave.dispatch import Dispatcher, Registry
-from enclavekit.vm.protocol import Call, CallResult, ErrorInfo, Msg, rebuild_error
+from enclavekit.sgx.processor import Processor
+from enclavekit.vm.protocol import Boot, Call, CallResult, ErrorInfo, Msg, rebuild_error
 from enclavekit.wire import (
     FLAG_ERROR,
     FLAG_REPLY,
@@ -61,3 +63,24 @@ def dispatcher(reg: Registry, *, threads: int = 1, debug: bool = False) -> Itera
         a.close()
         t.join(5)
         b.close()
+
+
+def boot_for(proc: Processor, secs: int, *, debug: bool) -> Boot:
+    """The BOOT a device would send for enclave ``secs`` of ``proc`` (identity from its SECS)."""
+    ident = proc.identity(secs)
+    return Boot(enclave_id=secs, manifest=b"", bundle=b"", mrenclave=ident.mrenclave,
+                mrsigner=ident.mrsigner, isvprodid=ident.isvprodid, isvsvn=ident.isvsvn,
+                attributes_flags=ident.attributes.flags, attributes_xfrm=ident.attributes.xfrm,
+                miscselect=ident.miscselect, threads=1, heap_size=0, stack_size=0,
+                debug=debug, runtime_root="")
+
+
+@contextmanager
+def acting_as(channel: object) -> Iterator[None]:
+    """Run the block as the enclave whose trusted-API channel is ``channel``."""
+    saved = api._channel
+    api._channel = channel  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        api._channel = saved

@@ -21,7 +21,6 @@ from enclavekit.errors import IntegrityError, PolicyError
 from enclavekit.sgx.processor import Processor
 from enclavekit.sgx.structs import KeyRequest, TargetInfo
 from enclavekit.vm.protocol import (
-    Boot,
     Data,
     EGetKeyRequest,
     EReportRequest,
@@ -36,6 +35,7 @@ from enclavekit.wire import (
     recv_frame,
     send_frame,
 )
+from tests.enclave._harness import acting_as, boot_for
 from tests.sgx._cpu import cpu, enclave, signed
 from tests.sgx.conftest import session_signing_key
 
@@ -74,22 +74,13 @@ class FakeEnclave:
         self._thread = threading.Thread(target=_serve, args=(proc, self.secs, theirs),
                                         daemon=True)
         self._thread.start()
-        boot = Boot(enclave_id=self.secs, manifest=b"", bundle=b"", mrenclave=ident.mrenclave,
-                    mrsigner=ident.mrsigner, isvprodid=ident.isvprodid, isvsvn=ident.isvsvn,
-                    attributes_flags=ident.attributes.flags, attributes_xfrm=ident.attributes.xfrm,
-                    miscselect=ident.miscselect, threads=1, heap_size=0, stack_size=0,
-                    debug=debug, runtime_root="")
-        self.channel = api._Channel(ours, boot)
+        self.channel = api._Channel(ours, boot_for(proc, self.secs, debug=debug))
 
     @contextmanager
     def active(self) -> Iterator[None]:
         """Run the block as this enclave (its trusted API talks to its own device channel)."""
-        saved = api._channel
-        api._channel = self.channel
-        try:
+        with acting_as(self.channel):
             yield
-        finally:
-            api._channel = saved
 
     def close(self) -> None:
         self._sock.close()

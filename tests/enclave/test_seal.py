@@ -33,6 +33,7 @@ from enclavekit.vm.protocol import (
     rebuild_error,
 )
 from enclavekit.wire import decode_value
+from tests.enclave._harness import acting_as, boot_for
 from tests.sgx._cpu import CPUSVN, enclave, signed
 from tests.sgx.conftest import session_signing_key
 
@@ -74,12 +75,8 @@ class Enc:
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        saved = api._channel
-        api._channel = self.channel
-        try:
+        with acting_as(self.channel):
             yield
-        finally:
-            api._channel = saved
 
 
 @functools.cache
@@ -92,13 +89,7 @@ def make_enclave(proc: Processor, *, build: int, key: SigningKey, isvsvn: int, p
     npages = 2 + build
     secs = enclave(proc, npages, debug=debug)
     proc.einit(secs, signed(npages, key, isvsvn=isvsvn, isvprodid=prod))  # type: ignore[arg-type]
-    ident = proc.identity(secs)
-    boot = Boot(enclave_id=secs, manifest=b"", bundle=b"", mrenclave=ident.mrenclave,
-                mrsigner=ident.mrsigner, isvprodid=ident.isvprodid, isvsvn=ident.isvsvn,
-                attributes_flags=ident.attributes.flags, attributes_xfrm=ident.attributes.xfrm,
-                miscselect=ident.miscselect, threads=1, heap_size=0, stack_size=0,
-                debug=debug, runtime_root="")
-    return DirectChannel(proc, secs, boot)
+    return DirectChannel(proc, secs, boot_for(proc, secs, debug=debug))
 
 
 AXES = ("platform", "cpu_new", "signer", "build", "isvsvn", "prod", "debug")
