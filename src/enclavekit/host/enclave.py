@@ -130,13 +130,9 @@ class Enclave:
 
     # ------------------------------------------------------------------ frames
 
-    def _exchange(self, msg_type: int, payload: bytes) -> Frame:
-        """Send one request and wait for its reply, serving ocalls meanwhile.
-
-        Several threads may call at once (up to the enclave's TCS count run together):
-        whichever waiting thread holds the read lock reads the socket and hands replies to
-        their callers; ocalls are queued and served by whichever waiting thread is free.
-        """
+    def _claim_id(self, *, pending: bool) -> int:
+        """A new request id for a call on this enclave (refused once it is closed or lost);
+        ``pending`` registers it for a reply on the ecall socket."""
         with self._state:
             if self._closed:
                 raise EcallError(f"enclave {self.enclave_id} ({self.name}) is closed; load it "
@@ -144,8 +140,18 @@ class Enclave:
             if self._lost is not None:
                 raise EnclaveLost(self._lost)
             self._next_id += 1
-            rid = self._next_id
-            self._pending[rid] = None
+            if pending:
+                self._pending[self._next_id] = None
+            return self._next_id
+
+    def _exchange(self, msg_type: int, payload: bytes) -> Frame:
+        """Send one request and wait for its reply, serving ocalls meanwhile.
+
+        Several threads may call at once (up to the enclave's TCS count run together):
+        whichever waiting thread holds the read lock reads the socket and hands replies to
+        their callers; ocalls are queued and served by whichever waiting thread is free.
+        """
+        rid = self._claim_id(pending=True)
         try:
             with self._send_lock:
                 self._send(pack_frame(msg_type, rid, payload))

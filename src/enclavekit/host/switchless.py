@@ -72,7 +72,7 @@ class SwitchlessRing:
         try:
             if index in self._retired:
                 return None
-            rid = _next_id(enclave)
+            rid = enclave._claim_id(pending=False)
             return self._exchange(enclave, index, rid, payload)
         finally:
             lock.release()
@@ -103,17 +103,6 @@ class SwitchlessRing:
         if not frame.flags & FLAG_REPLY:  # pragma: no cover - checked above
             raise ProtocolError("switchless reply without FLAG_REPLY")
         return frame
-
-
-def _next_id(enclave: Enclave) -> int:
-    with enclave._state:
-        if enclave._closed:
-            raise EcallError(f"enclave {enclave.enclave_id} ({enclave.name}) is closed; load "
-                             "it again")
-        if enclave._lost is not None:
-            raise EnclaveLost(enclave._lost)
-        enclave._next_id += 1
-        return enclave._next_id
 
 
 def _liveness(enclave: Enclave) -> Callable[[], None]:
