@@ -331,15 +331,36 @@ class AttestationError(EnclaveKitError):
 
 
 class QuoteFormatError(AttestationError, ValueError):
-    """A quote does not parse."""
+    """A quote (or its certification data) does not parse."""
 
 
-class CertificateChainError(AttestationError):
+class CollateralFormatError(AttestationError, ValueError):
+    """Collateral (TCB info, QE identity, CRL, PEM chain, collateral JSON) does not parse."""
+
+
+class VerificationFailed(AttestationError):
+    """A quote failed a named verification check; ``check`` names it (e.g. ``quote_signature``)."""
+
+    def __init__(self, check: str, detail: str) -> None:
+        super().__init__(f"{check}: {detail}")
+        self.check = check
+        self.detail = detail
+
+
+class CertificateChainError(VerificationFailed):
     """A certificate chain does not lead to a trusted root, or a certificate is revoked."""
 
 
-class CollateralExpired(AttestationError):
+class CollateralExpired(VerificationFailed):
     """Collateral is outside its validity window at the verification time."""
+
+
+class ProvisioningError(AttestationError):
+    """The emulated provisioning PKI cannot issue, find or update a certificate or collateral."""
+
+
+class QuotingError(AttestationError):
+    """The quoting or provisioning-certification enclave refused to produce a quote."""
 
 
 class PolicyError(AttestationError):
