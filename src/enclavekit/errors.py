@@ -367,6 +367,24 @@ class PolicyError(AttestationError):
     """An attestation policy does not parse or cannot be evaluated."""
 
 
+class PolicySyntaxError(PolicyError, ValueError):
+    """Policy text does not parse; ``line`` and ``column`` (1-based) say where."""
+
+    def __init__(self, line: int, column: int, detail: str) -> None:
+        super().__init__(f"line {line}, column {column}: {detail}")
+        self.line = line
+        self.column = column
+        self.detail = detail
+
+
+class PolicyEvaluationError(PolicyError):
+    """Evaluation failed: a rule compared values of the wrong type, or a function failed."""
+
+
+class AuthorizationDenied(PolicyError):
+    """The policy's authorization rules did not permit the evidence (or a deny() fired)."""
+
+
 class KeyReleaseError(EnclaveKitError):
     """A key-release request was refused."""
 

@@ -34,9 +34,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import demo, enclave, keys, pccs, pki, quote, sgxs, sigstruct, vm
+    from . import attest, demo, enclave, keys, pccs, pki, quote, sgxs, sigstruct, vm
 
-    for module in (keys, sgxs, sigstruct, vm, enclave, quote, pki, pccs, demo):
+    for module in (keys, sgxs, sigstruct, vm, enclave, quote, pki, pccs, attest, demo):
         module.register(main)
 
 
