@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enclavekit.attest.policy import (
     DEFAULT_SGX_POLICY,
@@ -147,3 +149,41 @@ def test_policy_hash_is_base64url_sha256_of_base64url_text() -> None:
     digest = policy_hash(text)
     assert len(digest) == 43 and "=" not in digest
     assert digest != policy_hash(text + " ")
+
+
+_SVN_POLICY = parse_policy(
+    'version=1.2; authorizationrules{'
+    '[type=="x-ms-sgx-is-debuggable", value==true] => deny();'
+    '[type=="x-ms-sgx-mrsigner", value=="aa"] && [type=="x-ms-sgx-svn", value>=2] => permit();'
+    '[type=="x-ms-sgx-product-id", value!=7] && ![type=="blocked"] => permit();};')
+
+_claim_sets = st.lists(st.one_of(
+    st.builds(Claim, st.just("x-ms-sgx-is-debuggable"), st.booleans()),
+    st.builds(Claim, st.just("x-ms-sgx-mrsigner"), st.sampled_from(["aa", "AA", "bb"])),
+    st.builds(Claim, st.just("x-ms-sgx-svn"), st.integers(-2, 5)),
+    st.builds(Claim, st.just("x-ms-sgx-product-id"), st.one_of(st.integers(5, 9), st.just("7"))),
+    st.builds(Claim, st.just("blocked"), st.booleans()),
+), max_size=6)
+
+
+def _direct_decision(claims: list[Claim]) -> bool:
+    def has(ctype: str, test: Any) -> bool:
+        return any(c.type == ctype and test(c.value) for c in claims)
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if has("x-ms-sgx-is-debuggable", lambda v: v is True):
+        return False
+    signer_ok = (has("x-ms-sgx-mrsigner", lambda v: v == "aa")
+                 and has("x-ms-sgx-svn", lambda v: is_int(v) and v >= 2))
+    product_ok = (has("x-ms-sgx-product-id", lambda v: not (is_int(v) and v == 7))
+                  and not has("blocked", lambda v: True))
+    return signer_ok or product_ok
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_claim_sets)
+def test_random_claim_sets_decide_as_the_conditions_say(claims: list[Claim]) -> None:
+    result = evaluate(_SVN_POLICY, claims)
+    assert (result.permitted and not result.denied) is _direct_decision(claims)
