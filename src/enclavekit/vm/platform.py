@@ -120,12 +120,16 @@ class PlatformStore:
         return self.root / "vms" / check_name(name) / "platform.json"
 
     def create(self, name: str, size: str) -> PlatformIdentity:
-        """Create and persist a new platform; refuses an existing name."""
+        """Create and persist a new platform and issue its PCK certificate (the installation's
+        emulated PKI is created on first use); refuses an existing name."""
         path = self.path(name)
         if path.exists():
             raise VMExists(f"VM {name!r} already exists in {self.root}")
         identity = PlatformIdentity.new(name, size)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from .provisioning import Provisioning  # the PCK certificate comes with the platform
+
+        Provisioning.open(self.root).issue_pck(identity)
         atomic_write(path, identity.to_json(), mode=0o600)
         return identity
 

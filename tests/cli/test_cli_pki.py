@@ -1,0 +1,64 @@
+"""`enclavekit pki root`: export the emulated trust root a VM's PCK certificate chains to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+
+from enclavekit.cli import main
+from enclavekit.vm.provisioning import Provisioning
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_vm_create_issues_a_pck_and_pki_root_exports_its_root(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    assert run("vm", "--data-dir", d, "create", "dev", "--size", "DC1s_v2")[0] == 0
+    assert (tmp_path / "vms" / "dev" / "pck.pem").is_file()
+    out_file = tmp_path / "root.pem"
+    code, _, err = run("pki", "--data-dir", d, "root", "--vm", "dev", "-o", str(out_file))
+    assert code == 0, err
+    assert "SHA-256 of DER" in err
+    root = x509.load_pem_x509_certificate(out_file.read_bytes())
+    assert "not Intel" in root.subject.rfc4514_string()
+    leaf = Provisioning.open(tmp_path).pck_certificate("dev")
+    chain = x509.load_pem_x509_certificates(Provisioning.open(tmp_path).pck_chain_pem("dev"))
+    assert chain[-1] == root
+    chain[1].verify_directly_issued_by(root)
+    assert chain[0] == leaf
+    code, out, _ = run("pki", "--data-dir", d, "root", "--vm", "dev")
+    assert code == 0 and x509.load_pem_x509_certificate(out.encode()) == root
+
+
+def test_unknown_vm_is_one_line_error(tmp_path: Path) -> None:
+    code, _, err = run("pki", "--data-dir", str(tmp_path), "root", "--vm", "ghost", "-o",
+                       str(tmp_path / "x.pem"))
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"Error: VMNotFound: no VM named 'ghost' in {tmp_path}; create it with "
+        "'enclavekit vm create ghost'"]
+    assert not (tmp_path / "x.pem").exists()
+
+
+def test_corrupt_pki_is_one_line_error(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    run("vm", "--data-dir", d, "create", "dev", "--size", "DC1s_v2")
+    (tmp_path / "pki" / "root.pem").write_text("garbage")
+    code, _, err = run("pki", "--data-dir", d, "root", "--vm", "dev")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "ProvisioningError" in err
+
+
+def test_env_home_selects_the_pki(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVEKIT_HOME", str(tmp_path))
+    assert run("vm", "create", "envvm", "--size", "DC1s_v2")[0] == 0
+    code, out, _ = run("pki", "root", "--vm", "envvm")
+    assert code == 0
+    assert x509.load_pem_x509_certificate(out.encode()) == Provisioning.open(
+        tmp_path).root_certificate
