@@ -31,13 +31,19 @@ import hashlib
 import io
 import os
 import struct
-from typing import NamedTuple
+import threading
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import InvalidCPUSVN, InvalidISVSVN, SealRuleError, SGXError, SGXFault
 from ..sgx.consts import AttributeFlags, KeyName
 from ..vm.protocol import EGetKeyRequest, Msg
 from ..wire import encode_value
 from . import api
+
+if TYPE_CHECKING:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["DESCRIPTOR_SIZE", "HEADER_SIZE", "SEAL_ATTRIBUTEMASK", "SEAL_MISCMASK",
            "SealPolicy", "Unsealed", "seal", "unseal"]
@@ -54,6 +60,10 @@ _KEYREQUEST = struct.Struct("<HHH2x16sQQ32sIH434x")
 _TAG_KEYID = hashlib.sha256(b"enclavekit seal platform tag v1").digest()
 _DEBUG = 1
 _MAX = 0xFFFFFFFF
+_IV = bytes(12)
+_ZERO12 = bytes(12)
+_ZERO434 = bytes(434)
+_ALWAYS = int(AttributeFlags.INIT | AttributeFlags.DEBUG)
 
 
 class SealPolicy(enum.IntEnum):
@@ -72,12 +82,89 @@ class Unsealed(NamedTuple):
     aad: bytes
 
 
-_tag_cache: dict[int, bytes] = {}
+_KEY_CACHE_SIZE = 64
 
 
-def _egetkey(keyrequest: bytes) -> bytes:
-    payload = encode_value(EGetKeyRequest(keyrequest), EGetKeyRequest)
-    return api._chan().call(Msg.EGETKEY, payload)
+class _Crypto(NamedTuple):
+    AESGCM: type[AESGCM]
+    Cipher: type[Cipher[modes.GCM]]
+    AES128: type[algorithms.AES128]
+    GCM: type[modes.GCM]
+    InvalidTag: type[InvalidTag]
+
+
+_crypto_names: _Crypto | None = None
+
+
+def _crypto() -> _Crypto:
+    """pyca's AES-GCM classes, imported on first use (not at enclave start-up)."""
+    global _crypto_names
+    if _crypto_names is None:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        _crypto_names = _Crypto(AESGCM, Cipher, algorithms.AES128, modes.GCM, InvalidTag)
+    return _crypto_names
+
+
+class _Context:
+    """What sealing needs of one enclave instance, computed once per trusted-API channel.
+
+    ``descriptor`` and ``tag`` are fixed for the instance; ``keys`` caches EGETKEY answers by
+    the 512-byte KEYREQUEST (bounded, oldest out first). A cached key is one EGETKEY gave
+    this same instance for that same request, so it answers nothing EGETKEY would refuse;
+    a refusal is never cached.
+    """
+
+    def __init__(self, chan: api._Channel) -> None:
+        from cryptography.hazmat.primitives import cmac
+        from cryptography.hazmat.primitives.ciphers import algorithms
+
+        self.chan = chan
+        self.keys: dict[bytes, bytes] = {}
+        self.lock = threading.Lock()
+        # EGETKEY's payload is the encoding of a 512-byte field: a fixed prefix, then the bytes
+        blank = bytes(512)
+        payload = encode_value(EGetKeyRequest(blank), EGetKeyRequest)
+        assert payload.endswith(blank)
+        self.payload_prefix = payload[:-512]
+        me = api.identity()
+        cpusvn = api._own_cpusvn()
+        # a seal KEYREQUEST is a per-policy head, the KEYID at bytes 40-71, a fixed tail
+        self.heads = {int(p): _keyrequest(p, bytes(32), me.isvsvn, cpusvn)[:40]
+                      for p in SealPolicy}
+        self.tail = _keyrequest(SealPolicy.MRSIGNER, bytes(32), 0, bytes(16))[72:]
+        mac = cmac.CMAC(algorithms.AES128(
+            self.derive(_keyrequest(SealPolicy.MRSIGNER, _TAG_KEYID, 0, bytes(16)))))
+        mac.update(b"enclavekit platform tag")
+        self.tag = mac.finalize()
+        self.descriptor = _DESC.pack(_MAGIC, me.mrenclave, me.mrsigner, me.isvprodid,
+                                     _DEBUG if me.debug else 0, self.tag)
+
+    def derive(self, keyrequest: bytes) -> bytes:
+        """EGETKEY for ``keyrequest`` from the device (no cache)."""
+        return self.chan.call(Msg.EGETKEY, self.payload_prefix + keyrequest)
+
+    def remember(self, keyrequest: bytes, key: bytes) -> None:
+        """Cache the key EGETKEY gave for ``keyrequest`` (the oldest goes when full)."""
+        with self.lock:
+            if len(self.keys) >= _KEY_CACHE_SIZE:
+                del self.keys[next(iter(self.keys))]
+            self.keys[keyrequest] = key
+
+
+_context: _Context | None = None
+
+
+def _ctx() -> _Context:
+    """This enclave instance's sealing context (rebuilt when the channel changes)."""
+    global _context
+    chan = api._chan()
+    ctx = _context
+    if ctx is None or ctx.chan is not chan:
+        ctx = _context = _Context(chan)
+    return ctx
 
 
 def _keyrequest(policy: int, keyid: bytes, isvsvn: int, cpusvn: bytes) -> bytes:
@@ -87,26 +174,8 @@ def _keyrequest(policy: int, keyid: bytes, isvsvn: int, cpusvn: bytes) -> bytes:
 
 
 def _platform_tag() -> bytes:
-    """This platform's tag for this signer, product and DEBUG bit (cached per channel)."""
-    from cryptography.hazmat.primitives import cmac
-    from cryptography.hazmat.primitives.ciphers import algorithms
-
-    chan = api._chan()
-    tag = _tag_cache.get(id(chan))
-    if tag is None:
-        key = _egetkey(_keyrequest(SealPolicy.MRSIGNER, _TAG_KEYID, 0, bytes(16)))
-        mac = cmac.CMAC(algorithms.AES128(key))
-        mac.update(b"enclavekit platform tag")
-        tag = mac.finalize()
-        _tag_cache.clear()
-        _tag_cache[id(chan)] = tag
-    return tag
-
-
-def _descriptor() -> bytes:
-    me = api.identity()
-    return _DESC.pack(_MAGIC, me.mrenclave, me.mrsigner, me.isvprodid,
-                      _DEBUG if me.debug else 0, _platform_tag())
+    """This platform's tag for this signer, product and DEBUG bit (once per instance)."""
+    return _ctx().tag
 
 
 def seal(data: bytes, policy: SealPolicy | int = SealPolicy.MRSIGNER, aad: bytes = b"") -> bytes:
@@ -116,33 +185,30 @@ def seal(data: bytes, policy: SealPolicy | int = SealPolicy.MRSIGNER, aad: bytes
         SealRuleError: ``policy`` is neither MRENCLAVE nor MRSIGNER, or the sizes do not
             fit the u32 length fields.
     """
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
     if policy not in (SealPolicy.MRENCLAVE, SealPolicy.MRSIGNER):
         raise SealRuleError("format", f"policy {policy!r} is not MRENCLAVE (1) or MRSIGNER (2)")
-    me = api.identity()
-    text = _descriptor() + bytes(aad)
+    ctx = _ctx()
+    text = ctx.descriptor + bytes(aad) if aad else ctx.descriptor
     n = len(data)
+    end = HEADER_SIZE + n
     if n + len(text) > _MAX:
         raise SealRuleError("format", f"{n + len(text)} bytes of payload do not fit the "
                             f"u32 payload_size (at most {_MAX})")
-    request = _keyrequest(int(policy), os.urandom(32), me.isvsvn, api._own_cpusvn())
-    key = _egetkey(request)
-    total = HEADER_SIZE + n + len(text)
-    # build the blob inside a BytesIO's own buffer: getvalue() then returns that buffer
-    # without a copy, which keeps a 64 MiB seal at the speed of AES-GCM itself
+    request = ctx.heads[policy] + os.urandom(32) + ctx.tail
+    key = ctx.derive(request)
+    # one allocation: the blob is built inside a BytesIO's own buffer, and getvalue() then
+    # returns that buffer without a copy
     out = io.BytesIO()
-    out.seek(total - 1)
+    out.seek(end + len(text) - 1)
     out.write(b"\0")
     with out.getbuffer() as view:
-        enc = Cipher(algorithms.AES128(key), modes.GCM(bytes(12))).encryptor()
-        enc.authenticate_additional_data(text)
-        # GCM's update_into wants 15 spare bytes: the descriptor after the ciphertext has them
-        enc.update_into(data, view[HEADER_SIZE:])
-        enc.finalize()
-        view[HEADER_SIZE + n:] = text
+        # AES-GCM writes ciphertext ‖ tag; the tag moves to its header field and the
+        # additional MAC text (at least the 96-byte descriptor) takes its place
+        _crypto().AESGCM(key).encrypt_into(_IV, data, text, view[HEADER_SIZE:end + 16])
         view[:512] = request
-        view[512:HEADER_SIZE] = _LENGTHS.pack(n, n + len(text), enc.tag)
+        _LENGTHS.pack_into(view, 512, n, n + len(text), bytes(view[end:end + 16]))
+        view[end:] = text
+    ctx.remember(request, key)
     return out.getvalue()
 
 
@@ -162,9 +228,6 @@ def unseal(blob: bytes | bytearray | memoryview) -> Unsealed:
         InvalidISVSVN: sealed by a newer ISVSVN than this enclave's.
         InvalidCPUSVN: sealed under a newer CPUSVN than this platform's.
     """
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise _format(f"expected bytes, found {type(blob).__name__}")
     view = memoryview(blob).cast("B")
@@ -172,32 +235,38 @@ def unseal(blob: bytes | bytearray | memoryview) -> Unsealed:
     if size < HEADER_SIZE + DESCRIPTOR_SIZE:
         raise _format(f"{size} bytes, shorter than the {HEADER_SIZE}-byte header and the "
                       f"{DESCRIPTOR_SIZE}-byte descriptor")
-    if any(view[516:528]) or any(view[532:544]):
+    header = bytes(view[:HEADER_SIZE])
+    if header[516:528] != _ZERO12 or header[532:544] != _ZERO12:
         raise _format("a reserved header field (bytes 516-527 or 532-543) is not zero")
-    n, payload, tag = _LENGTHS.unpack(view[512:HEADER_SIZE])
+    n, payload, tag = _LENGTHS.unpack_from(header, 512)
     if payload != size - HEADER_SIZE:
         raise _format(f"payload_size says {payload} bytes, the blob has {size - HEADER_SIZE} "
                       "after the header")
     if n > payload - DESCRIPTOR_SIZE:
         raise _format(f"plain_text_offset {n} leaves {payload - n} bytes of additional MAC "
                       f"text, fewer than the {DESCRIPTOR_SIZE}-byte descriptor")
-    request = bytes(view[:512])
-    _check_request(request)
+    request = header[:512]
     text = bytes(view[HEADER_SIZE + n:])
-    try:
-        key = _egetkey(request)
-    except (InvalidISVSVN, InvalidCPUSVN) as exc:
-        rule = _identity_rule(text, int.from_bytes(request[2:4], "little"))
-        raise (rule or _svn_error(exc, request)) from None
-    except (SGXError, SGXFault) as exc:
-        raise SealRuleError("modified", f"EGETKEY refused the blob's KEYREQUEST ({exc}): the "
-                            "blob was modified") from None
-    dec = Cipher(algorithms.AES128(key), modes.GCM(bytes(12), tag)).decryptor()
+    ctx = _ctx()
+    key = ctx.keys.get(request)  # a cached request passed these checks before
+    if key is None:
+        _check_request(request)
+        try:
+            key = ctx.derive(request)
+        except (InvalidISVSVN, InvalidCPUSVN) as exc:
+            rule = _identity_rule(text, int.from_bytes(request[2:4], "little"))
+            raise (rule or _svn_error(exc, request)) from None
+        except (SGXError, SGXFault) as exc:
+            raise SealRuleError("modified", f"EGETKEY refused the blob's KEYREQUEST ({exc}): "
+                                "the blob was modified") from None
+        ctx.remember(request, key)
+    crypto = _crypto()
+    dec = crypto.Cipher(crypto.AES128(key), crypto.GCM(_IV, tag)).decryptor()
     dec.authenticate_additional_data(text)
     data = dec.update(view[HEADER_SIZE:HEADER_SIZE + n])
     try:
         dec.finalize()
-    except InvalidTag:
+    except crypto.InvalidTag:
         del data
         raise _mac_failure(text, int.from_bytes(request[2:4], "little")) from None
     return Unsealed(data, text[DESCRIPTOR_SIZE:])
@@ -211,10 +280,9 @@ def _check_request(request: bytes) -> None:
         problems.append(f"KEYNAME {keyname}, expected {int(KeyName.SEAL)} SEAL")
     if keypolicy not in (SealPolicy.MRENCLAVE, SealPolicy.MRSIGNER):
         problems.append(f"KEYPOLICY {keypolicy:#x}, expected MRENCLAVE or MRSIGNER")
-    always = int(AttributeFlags.INIT | AttributeFlags.DEBUG)
-    if mask & always != always:
+    if mask & _ALWAYS != _ALWAYS:
         problems.append("ATTRIBUTEMASK does not bind INIT and DEBUG")
-    if any(request[6:8]) or any(request[78:]) or configsvn:
+    if request[6:8] != b"\0\0" or request[78:] != _ZERO434 or configsvn:
         problems.append("a reserved field or CONFIGSVN is not zero")
     if problems:
         raise SealRuleError("modified", "the blob's KEYREQUEST is not a seal request ("
