@@ -1,0 +1,85 @@
+"""Run the collateral service: in the foreground (``enclavekit pccs serve``) or in a thread.
+
+Both bind a socket first (port 0 picks a free one) and hand it to uvicorn, so the URL is known
+before the first request; the default host is the loopback address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from ...errors import ProvisioningError
+
+__all__ = ["DEFAULT_HOST", "bind", "run", "running", "url_of"]
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port`` 0: a free one)."""
+    if not 0 <= port <= 0xFFFF:
+        raise ProvisioningError(f"port must be in 0..65535, found {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ProvisioningError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _server(app: ASGIApp) -> uvicorn.Server:
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    return uvicorn.Server(config)
+
+
+def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0,
+        on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` until interrupted (SIGINT/SIGTERM); ``on_ready`` gets the URL first."""
+    sock = bind(host, port)
+    try:
+        if on_ready is not None:
+            on_ready(url_of(sock))
+        _server(app).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def running(app: ASGIApp, host: str = DEFAULT_HOST, *,
+            timeout: float = 10.0) -> Iterator[str]:
+    """Serve ``app`` from a thread on a free port for the ``with`` block; yields the base URL
+    and stops the server (and joins its thread) on exit."""
+    sock = bind(host, 0)
+    server = _server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name="pccs-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise ProvisioningError("the collateral service did not start")
+            time.sleep(0.01)
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
