@@ -1,7 +1,7 @@
 """Platform loss (issue 4 item 5): ``vm restart`` / ``VM.restart()`` and ``kill -9`` of the
 device are power events — running enclaves are lost (EnclaveLost saying to reload), new
-enclaves load, per-boot keys change, and the SEAL key (so sealed data) survives; no
-durable state is lost."""
+enclaves load, per-boot keys change, and data sealed with ``seal`` (MRENCLAVE policy)
+before the event unseals in a fresh instance; no durable state is lost."""
 
 from __future__ import annotations
 
@@ -24,11 +24,17 @@ from tests.vm._device import signed_image
 KEYS = '''
 
 @ecall
-def seal_key(keyid: bytes) -> bytes:
-    from enclavekit.enclave import get_key
-    from enclavekit.sgx.consts import KeyName, KeyPolicy
+def seal_blob(data: bytes) -> bytes:
+    from enclavekit.enclave import SealPolicy, seal
 
-    return get_key(KeyName.SEAL, KeyPolicy.MRSIGNER, keyid=keyid)
+    return seal(data, SealPolicy.MRENCLAVE)
+
+
+@ecall
+def unseal_blob(blob: bytes) -> bytes:
+    from enclavekit.enclave import unseal
+
+    return unseal(blob).data
 
 
 @ecall
@@ -69,10 +75,10 @@ def enclave_pids(vm: VM) -> list[int]:
     return [e.pid for e in vm.status().enclaves]
 
 
-def test_restart_loses_running_enclaves_and_keeps_the_seal_key(vm: VM,
+def test_restart_loses_running_enclaves_and_sealed_data_survives(vm: VM,
                                                                 image: EnclaveFile) -> None:
     enclave = vm.load(image)
-    seal, report = enclave.ecalls.seal_key(b"k" * 32), enclave.ecalls.report_keyid()
+    blob, report = enclave.ecalls.seal_blob(b"state"), enclave.ecalls.report_keyid()
     [old_pid] = enclave_pids(vm)
     device_pid = vm.pid
     assert vm.restart() == 1
@@ -86,7 +92,7 @@ def test_restart_loses_running_enclaves_and_keeps_the_seal_key(vm: VM,
     assert vm.pid == device_pid and alive(device_pid)  # same device, new boot
     with vm.load(image) as again:
         assert again.ecalls.add(2, 3) == 5
-        assert again.ecalls.seal_key(b"k" * 32) == seal  # sealed data still unseals
+        assert again.ecalls.unseal_blob(blob) == b"state"  # sealed data still unseals
         assert again.ecalls.report_keyid() != report  # per-boot CR_REPORT_KEYID changed
 
 
@@ -113,7 +119,7 @@ def test_kill_9_of_the_device_is_a_power_loss_without_durable_loss(
         vm: VM, store: PlatformStore, image: EnclaveFile) -> None:
     platform = store.path(VM_NAME).read_bytes()
     enclave = vm.load(image)
-    seal = enclave.ecalls.seal_key(b"s" * 32)
+    blob = enclave.ecalls.seal_blob(b"durable")
     [enclave_pid] = enclave_pids(vm)
     os.kill(vm.pid, signal.SIGKILL)
     assert wait_gone(vm.pid, enclave_pid)  # the enclave dies with its device (PDEATHSIG)
@@ -125,6 +131,6 @@ def test_kill_9_of_the_device_is_a_power_loss_without_durable_loss(
     again = VM.start(VM_NAME, store.root)  # the VM restarts (stale lock, socket, device.json)
     try:
         with again.load(image) as fresh:
-            assert fresh.ecalls.seal_key(b"s" * 32) == seal
+            assert fresh.ecalls.unseal_blob(blob) == b"durable"
     finally:
         again.stop()
