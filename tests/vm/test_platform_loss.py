@@ -75,8 +75,8 @@ def enclave_pids(vm: VM) -> list[int]:
     return [e.pid for e in vm.status().enclaves]
 
 
-def test_restart_loses_running_enclaves_and_sealed_data_survives(vm: VM,
-                                                                image: EnclaveFile) -> None:
+def test_restart_loses_running_enclaves_and_sealed_data_survives(
+        vm: VM, image: EnclaveFile) -> None:
     enclave = vm.load(image)
     blob, report = enclave.ecalls.seal_blob(b"state"), enclave.ecalls.report_keyid()
     [old_pid] = enclave_pids(vm)
