@@ -385,6 +385,15 @@ class AuthorizationDenied(PolicyError):
     """The policy's authorization rules did not permit the evidence (or a deny() fired)."""
 
 
+class AttestationRequestError(AttestationError, ValueError):
+    """A request to the attestation service is malformed or not allowed (bad base64, JSON field,
+    JWS, unsupported type, untrusted policy signer); ``code`` is the MAA error code to answer."""
+
+    def __init__(self, message: str, code: str = "InvalidParameter") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class KeyReleaseError(EnclaveKitError):
     """A key-release request was refused."""
 
