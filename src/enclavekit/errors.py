@@ -406,6 +406,22 @@ class KeyNotFound(KeyReleaseError):
     """No key of that name (and version) exists."""
 
 
+class KeyParameterError(KeyReleaseError, ValueError):
+    """A key-management request is invalid (key type, size, attributes, policy placement)."""
+
+
+class ReleasePolicyInvalid(KeyParameterError):
+    """A key release policy does not parse or breaks the release-policy grammar."""
+
+
+class TokenRejected(KeyReleaseError):
+    """An attestation token failed verification (format, algorithm, key, signature, issuer, time)."""
+
+
+class KeyStateError(KeyReleaseError):
+    """The key's state forbids the operation (disabled, expired, not exportable, immutable policy)."""
+
+
 class UnknownVMSize(EnclaveKitError, ValueError):
     """No VM size of that name is in the catalogue."""
 

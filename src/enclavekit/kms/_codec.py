@@ -1,0 +1,92 @@
+"""Strict decoding shared by the key service: base64url and JSON without duplicate keys.
+
+Every JSON document the service reads (request bodies, token headers and payloads, release
+policies, the key store) goes through :func:`strict_json`, which refuses duplicate object keys
+(TS-7: two parsers reading the same bytes differently), ``NaN``/``Infinity`` and nesting deeper
+than :data:`MAX_DEPTH`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+__all__ = ["MAX_DEPTH", "JSONError", "b64url", "b64url_decode", "strict_json"]
+
+MAX_DEPTH = 32
+"""Deepest nesting of arrays/objects accepted in any JSON document."""
+
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+_B64ANY = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
+
+
+class JSONError(ValueError):
+    """Bytes that are not strict JSON (callers turn this into their own typed error)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise JSONError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise JSONError(f"{name} is not JSON")
+
+
+def _depth(value: Any, level: int = 0) -> None:
+    if level > MAX_DEPTH:
+        raise JSONError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for item in value.values():
+            _depth(item, level + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _depth(item, level + 1)
+
+
+def strict_json(data: bytes | str) -> Any:
+    """Parse JSON, refusing duplicate keys, non-finite numbers and deep nesting.
+
+    Raises:
+        JSONError: the text is not strict JSON (the message says why).
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except JSONError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise JSONError(f"not JSON: {type(exc).__name__}") from exc
+    _depth(value)
+    return value
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (what Key Vault emits)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: object, *, lenient: bool = False) -> bytes:
+    """Decode base64url, padded or not; with ``lenient`` also the standard alphabet.
+
+    Raises:
+        ValueError: not a string, or not base64 of that alphabet.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a base64url string, found {type(text).__name__}")
+    if not (_B64ANY if lenient else _B64URL).match(text):
+        raise ValueError("not base64url")
+    body = text.rstrip("=").replace("+", "-").replace("/", "_")
+    if len(body) % 4 == 1:
+        raise ValueError("not base64url (bad length)")
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64url") from exc

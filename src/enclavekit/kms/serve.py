@@ -1,0 +1,148 @@
+"""Running the key-release service: HTTPS on 127.0.0.1 with a self-signed certificate.
+
+Microsoft's Key Vault client refuses plain HTTP (maa-skr.md §0 item 8), so the service always
+serves TLS. On first start a self-signed RSA-2048 certificate for ``localhost`` /
+``127.0.0.1`` is generated into ``<data-dir>/tls/`` (``cert.pem``, and ``key.pem`` mode 0600);
+clients trust it with ``connection_verify=<data-dir>/tls/cert.pem``. The same key signs the
+release responses (``x5c`` in the JWS header), as a vault's TLS key does in Azure.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from starlette.applications import Starlette
+
+from .._fs import atomic_write
+from .app import create_app
+from .audit import AuditLog
+from .release import ReleaseService, ReleaseSigner
+from .store import KeyStore
+from .tokens import TokenVerifier, TrustedAuthority
+
+__all__ = ["KMSService", "ServerThread", "build_service", "ensure_tls"]
+
+
+def ensure_tls(data_dir: Path) -> tuple[Path, Path]:
+    """The service's certificate and key paths, generating them on first use."""
+    tls = data_dir / "tls"
+    cert_path, key_path = tls / "cert.pem", tls / "key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enclavekit kms (self-signed)")])
+    now = datetime.datetime.now(datetime.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=True, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=True, crl_sign=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                       critical=False)
+        .sign(key, hashes.SHA256()))
+    atomic_write(key_path, key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()), mode=0o600)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return cert_path, key_path
+
+
+@dataclass
+class KMSService:
+    """Everything one running key service is made of."""
+
+    app: Starlette
+    store: KeyStore
+    releaser: ReleaseService
+    audit: AuditLog
+    cert_path: Path
+    key_path: Path
+
+
+def build_service(data_dir: str | os.PathLike[str],
+                  authorities: Iterable[str | TrustedAuthority], *,
+                  require_debug_pin: bool = True, verifier: TokenVerifier | None = None
+                  ) -> KMSService:
+    """Open (or create) the data directory and assemble the app.
+
+    Args:
+        data_dir: keys, master key, TLS material and the release log live here.
+        authorities: the attestation services whose tokens are trusted (URLs or objects).
+        require_debug_pin: see :func:`~enclavekit.kms.policy.parse_release_policy`.
+        verifier: a ready verifier (tests); default one over ``authorities``.
+    """
+    root = Path(data_dir)
+    store = KeyStore(root, require_debug_pin=require_debug_pin)
+    cert_path, key_path = ensure_tls(root)
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    signer = ReleaseSigner(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+    if verifier is None:
+        verifier = TokenVerifier(a if isinstance(a, TrustedAuthority) else TrustedAuthority(a)
+                                 for a in authorities)
+    audit = AuditLog(root / "release-log.jsonl")
+    releaser = ReleaseService(store, verifier, audit, signer)
+    return KMSService(create_app(store, releaser), store, releaser, audit, cert_path, key_path)
+
+
+class ServerThread:
+    """uvicorn serving an app over TLS in a background thread (tests, benchmarks, the demo).
+
+    ``start()`` returns once the socket listens; ``port`` is then the bound port (``port=0``
+    picks a free one); ``stop()`` shuts the server down and joins the thread.
+    """
+
+    def __init__(self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0,
+                 certfile: Path | None = None, keyfile: Path | None = None) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                ssl_certfile=str(certfile) if certfile else None,
+                                ssl_keyfile=str(keyfile) if keyfile else None,
+                                lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="kms-server", daemon=True)
+        self.host = host
+        self.port = port
+
+    def start(self, timeout: float = 20.0) -> ServerThread:
+        self._thread.start()
+        deadline = threading.Event()
+        for _ in range(int(timeout / 0.02)):
+            if self._server.started:
+                break
+            if not self._thread.is_alive():
+                raise RuntimeError("the server thread exited during start-up")
+            deadline.wait(0.02)
+        else:
+            raise TimeoutError("the server did not start")
+        sockets: Sequence[object] = self._server.servers[0].sockets
+        self.port = sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._server.force_exit = True  # do not wait for idle keep-alive connections
+        self._thread.join(timeout=10)
