@@ -1,11 +1,15 @@
 """Protected-file sequential write and read of 64 MiB against raw AES-GCM over the same bytes.
 
 Goal (issue 4): >= 0.7 x the throughput of AES-GCM (pyca ``cryptography``) encrypting (for
-write) or decrypting (for read) the same bytes in the same 64 KiB pieces, same run. The
-protected-file figures include everything: chunk nonces, the storage writes/reads, the chunk
-table, the root tag and the atomic commit (fsync + rename). Also printed for context: the raw
-figure over the whole buffer in one call, and the I/O floor (raw AES-GCM plus the same
-pwrite + fsync, or pread) that any durable file format pays on this machine.
+write) or decrypting (for read) the same 64 MiB in the same 64 KiB pieces as the file's
+chunks, same run, data in memory, one fresh output per piece. The protected-file figures
+include everything: key set-up, chunk nonces, the storage writes/reads, the chunk table,
+the root tag and the atomic commit (fsync + rename). The app writes and reads in 1 MiB
+blocks; reads are measured with ``read`` (a new bytes object per block) and with
+``readinto`` (one reused 1 MiB buffer). Also printed for context: the raw figure over the
+whole buffer in one call, and the I/O floor (raw AES-GCM plus the same pwrite + fsync, or
+pread) that any durable file format pays on this machine, with its own ratio to raw
+AES-GCM: the best a file on this storage can reach.
 Usage: ``python bench/bench_files.py [--short]`` (short form: 8 MiB).
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -75,16 +80,28 @@ def _read(path: str, key: bytes, size: int) -> None:
             pass
 
 
+def _readinto(path: str, key: bytes, buf: memoryview) -> None:
+    with files.open(path, "rb", key=key) as handle:
+        while handle.readinto(buf):
+            pass
+
+
+def _timed(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # untimed: the page cache and the allocator settle
+    return _common.median(_common.per_call(fn, repeat=repeat))
+
+
 def main(argv: list[str]) -> int:
     short = "--short" in argv
     mib = 8 if short else 64
-    repeat = 3 if short else 5
+    repeat = 3 if short else 7
     data = os.urandom(mib << 20)
     key = AESGCM.generate_key(128)
     aead = AESGCM(key)
     nonce = os.urandom(12)
     pieces = [(nonce, aead.encrypt(nonce, data[off:off + CHUNK], b""))
               for off in range(0, len(data), CHUNK)]
+    block = memoryview(bytearray(BLOCK))
     with tempfile.TemporaryDirectory(prefix="bench-files-") as tmp:
         path = os.path.join(tmp, "data.pf")
         _write(path, key, data)
@@ -92,36 +109,36 @@ def main(argv: list[str]) -> int:
             if handle.read() != data:
                 print("bench_files: the protected file read back differs from what was written")
                 return 1
-        t_enc = _common.median(_common.per_call(lambda: _raw_encrypt(aead, data), repeat=repeat))
-        t_dec = _common.median(_common.per_call(lambda: _raw_decrypt(aead, pieces),
-                                                repeat=repeat))
-        t_one = _common.median(_common.per_call(lambda: aead.encrypt(nonce, data, b""),
-                                                repeat=repeat))
         floor = os.path.join(tmp, "floor.bin")
-        t_fw = _common.median(_common.per_call(lambda: _floor_write(floor, aead, data),
-                                               repeat=repeat))
         with open(floor, "wb") as handle:
             handle.write(b"".join(ct for _, ct in pieces))
-        t_fr = _common.median(_common.per_call(lambda: _floor_read(floor, aead, pieces),
-                                               repeat=repeat))
-        t_write = _common.median(_common.per_call(lambda: _write(path, key, data),
-                                                  repeat=repeat))
-        t_read = _common.median(_common.per_call(lambda: _read(path, key, len(data)),
-                                                 repeat=repeat))
+        t_enc = _timed(lambda: _raw_encrypt(aead, data), repeat)
+        t_dec = _timed(lambda: _raw_decrypt(aead, pieces), repeat)
+        t_one = _timed(lambda: aead.encrypt(nonce, data, b""), repeat)
+        t_fr = _timed(lambda: _floor_read(floor, aead, pieces), repeat)
+        t_read = _timed(lambda: _read(path, key, len(data)), repeat)
+        t_into = _timed(lambda: _readinto(path, key, block), repeat)
+        t_fw = _timed(lambda: _floor_write(floor, aead, data), repeat)
+        t_write = _timed(lambda: _write(path, key, data), repeat)
     mb = len(data) / 1e6
     for name, t_pf, base, t_base in (("write", t_write, "AES-GCM encrypt", t_enc),
-                                     ("read", t_read, "AES-GCM decrypt", t_dec)):
+                                     ("read", t_read, "AES-GCM decrypt", t_dec),
+                                     ("readinto", t_into, "AES-GCM decrypt", t_dec)):
         ratio = t_base / t_pf
         _common.report(f"protected file sequential {name} {mib} MiB", mb / t_pf, "MB/s",
                        f"{base} (64 KiB pieces)", mb / t_base, ratio, f">= {GOAL}",
                        ratio >= GOAL)
     _common.report(f"context: AES-GCM encrypt {mib} MiB in one call", mb / t_one, "MB/s",
                    "AES-GCM encrypt (64 KiB pieces)", mb / t_enc, t_enc / t_one, "none", True)
-    _common.report(f"context: protected file write {mib} MiB", mb / t_write, "MB/s",
-                   "encrypt + pwrite + fsync (I/O floor)", mb / t_fw, t_fw / t_write, "none",
-                   True)
-    _common.report(f"context: protected file read {mib} MiB", mb / t_read, "MB/s",
-                   "pread + decrypt (I/O floor)", mb / t_fr, t_fr / t_read, "none", True)
+    for name, t_pf, floor_name, t_floor in (
+            ("write", t_write, "encrypt + pwrite + fsync", t_fw),
+            ("read", t_read, "pread + decrypt", t_fr),
+            ("readinto", t_into, "pread + decrypt", t_fr)):
+        _common.report(f"context: protected file {name} {mib} MiB", mb / t_pf, "MB/s",
+                       f"{floor_name} (I/O floor)", mb / t_floor, t_floor / t_pf, "none", True)
+    for name, t_floor, t_base in (("write", t_fw, t_enc), ("read", t_fr, t_dec)):
+        print(f"context: the I/O floor of a {name} reaches {t_base / t_floor:.2f} x raw "
+              "AES-GCM on this machine (the most any file on this storage can)", flush=True)
     return 0
 
 

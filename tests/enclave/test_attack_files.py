@@ -266,3 +266,22 @@ def test_se6_rollback_across_a_restart_is_the_documented_limitation(tmp_path: Pa
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, timeout=60).stdout
     assert out == "v1 1"
+
+
+def test_se5_a_modified_chunk_inside_a_batched_read_leaves_no_plaintext_of_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "f.pf"
+    data = bytes(range(200))
+    _write(path, data)
+    good = path.read_bytes()
+    data_off, _ = _layout(path, 200)
+    bad = bytearray(good)
+    bad[data_off + 4 * CS] ^= 0x01  # one bit of chunk 4, in the middle of a whole-file read
+    path.write_bytes(bytes(bad))
+    with files.open(path, "rb", key=KEY) as f:
+        buf = bytearray(b"\xee" * 200)
+        with pytest.raises(ProtectedFileTampered, match="chunk 4 does not authenticate"):
+            f.readinto(buf)
+    assert buf[:4 * CS] == data[:4 * CS]  # the chunks before it were authentic
+    assert buf[4 * CS:5 * CS] == bytes(CS)  # the bad chunk's decryption was wiped
+    assert buf[5 * CS:] == b"\xee" * (200 - 5 * CS)  # nothing after it was touched

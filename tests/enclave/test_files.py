@@ -197,3 +197,32 @@ def test_sealed_protected_file_in_a_real_enclave_and_another_signer_cannot_open_
         with vm.load(theirs) as enc, \
                 pytest.raises(ProtectedFileTampered, match="another key"):  # another MRSIGNER
             enc.ecalls.get(path)
+
+
+def test_batched_reads_and_writes_beyond_one_syscalls_iovec_limit(tmp_path: Path) -> None:
+    # 16-byte chunks: one write or read call covers thousands of chunks, more than the 1,024
+    # iovecs one preadv/pwritev takes, and more than one batch
+    data = os.urandom(16 * 70_000 + 5)
+    path = tmp_path / "many.pf"
+    with files.open(path, "wb", key=KEY, chunk_size=16) as f:
+        assert f.write(data) == len(data)
+    with files.open(path, "rb", key=KEY) as f:
+        assert f.read(3) == data[:3]  # unaligned start, then whole chunks in batches
+        assert f.read() == data[3:]
+        f.seek(0)
+        buf = bytearray(len(data))
+        assert f.readinto(buf) == len(data) and bytes(buf) == data
+
+
+def test_a_file_cut_short_while_open_names_the_first_short_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pf"
+    data = os.urandom(10 * 1024)
+    with files.open(path, "wb", key=KEY, chunk_size=1024) as f:
+        f.write(data)
+    with files.open(path, "rb", key=KEY) as f:  # authentic at open; the host then cuts it
+        data_off = files._HDR.size + len(os.path.abspath(path).encode())
+        os.truncate(path, data_off + 5 * 1024 + 100)
+        assert f.read(2048) == data[:2048]
+        with pytest.raises(ProtectedFileTampered, match=r"chunk 5 is 100 bytes, expected "
+                           r"1024: the file was truncated"):
+            f.read()

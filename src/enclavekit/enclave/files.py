@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import stat
 import struct
@@ -53,6 +54,7 @@ FORMAT = 1
 _HDR = struct.Struct("<4sHH16sQIIQ32sH16s12sH16s")
 _ENTRY = 28  # nonce 12 || tag 16
 _DIRTY_LIMIT = 64  # dirty full chunks kept in memory before they are encrypted to the temp file
+_BATCH = 1 << 20  # whole chunks read or written with one preadv/pwritev: about this many bytes
 Mode = Literal["rb", "wb", "r+b", "w+b"]
 _MODES = {"rb": (True, False, False), "wb": (False, True, True), "w+b": (True, True, True),
           "r+b": (True, True, False)}  # readable, writable, create
@@ -229,6 +231,35 @@ def _read_exact(fd: int, n: int, offset: int) -> bytes:
     return data
 
 
+def _preadv_exact(fd: int, views: list[memoryview], offset: int) -> int:
+    """Fill ``views`` from ``offset`` (short reads continued); the bytes read (less at EOF)."""
+    total, first = 0, 0
+    while first < len(views):
+        got = os.preadv(fd, views[first:first + 1024], offset + total)
+        if got == 0:
+            break
+        total += got
+        while first < len(views) and got >= len(views[first]):
+            got -= len(views[first])
+            first += 1
+        if got:
+            views[first] = views[first][got:]
+    return total
+
+
+def _pwritev_all(fd: int, views: list[memoryview], offset: int) -> None:
+    """Write all of ``views`` at ``offset`` (short writes continued)."""
+    first = 0
+    while first < len(views):
+        done = os.pwritev(fd, views[first:first + 1024], offset)
+        offset += done
+        while first < len(views) and done >= len(views[first]):
+            done -= len(views[first])
+            first += 1
+        if done:
+            views[first] = views[first][done:]
+
+
 def _binding(path: str | os.PathLike[str], name: str | None) -> str:
     if name is not None:
         if not isinstance(name, str) or not name:
@@ -263,7 +294,7 @@ class ProtectedFile:
         self._closed = False
         self._pos = 0
         self._dirty: dict[int, bytearray] = {}
-        self._cache: tuple[int, bytes] | None = None
+        self._cache: tuple[int, bytes | bytearray] | None = None
         self._table: list[bytes] = []
         self._lens: list[int] = []
         self._iobuf = bytearray()
@@ -387,34 +418,54 @@ class ProtectedFile:
     def _aad(self, index: int) -> bytes:
         return self._aad_prefix + index.to_bytes(8, "little")
 
-    def _decrypt(self, index: int, out: memoryview | None = None) -> bytes:
-        """Chunk ``index``'s plaintext (into ``out`` when given, then b"" is returned)."""
+    def _iobuf_view(self, size: int) -> memoryview:
+        if len(self._iobuf) < size:
+            self._iobuf = bytearray(size)
+        return memoryview(self._iobuf)[:size]
+
+    def _decrypt(self, index: int) -> bytearray:
+        """Chunk ``index``'s plaintext."""
+        out = bytearray(self._lens[index])
+        self._decrypt_run(index, 1, memoryview(out))
+        return out
+
+    def _decrypt_run(self, first: int, count: int, out: memoryview) -> None:
+        """Chunks ``first`` .. ``first + count - 1`` decrypted into ``out`` (exactly their size).
+
+        One preadv copies their ciphertexts from storage into private memory (never decrypted
+        where the host can still change them), each followed by a gap that takes its tag from
+        the authenticated table; each chunk is then decrypted straight into ``out``.
+        """
         from cryptography.exceptions import InvalidTag
 
-        n = self._lens[index]
-        entry = self._table[index]
-        if len(self._iobuf) < n + 16:
-            self._iobuf = bytearray(n + 16)
-        io = memoryview(self._iobuf)[:n + 16]
-        got = os.preadv(self._fd, [io[:n]], self._data_off + index * self._cs)
-        while 0 < got < n:
-            more = os.preadv(self._fd, [io[got:n]], self._data_off + index * self._cs + got)
-            if more == 0:
-                break
-            got += more
-        if got != n:
-            raise ProtectedFileTampered(f"{self._binding}: chunk {index} is {got} bytes, "
-                                        f"expected {n}: the file was truncated")
-        io[n:] = entry[12:]
-        try:
-            if out is not None:
-                self._aead_obj.decrypt_into(entry[:12], io, self._aad(index), out)
-                return b""
-            return self._aead_obj.decrypt(entry[:12], io, self._aad(index))
-        except InvalidTag:
-            raise ProtectedFileTampered(
-                f"{self._binding}: chunk {index} does not authenticate: it was modified, "
-                "moved, or taken from another file or version") from None
+        lens = self._lens[first:first + count]
+        buf = self._iobuf_view(sum(lens) + 16 * count)
+        slots, pos = [], 0
+        for n in lens:
+            slots.append(buf[pos:pos + n])
+            pos += n + 16
+        want = pos - 16 * count
+        got = _preadv_exact(self._fd, list(slots), self._data_off + first * self._cs)
+        if got != want:
+            short = first + next(i for i in range(count) if got < sum(lens[:i + 1]))
+            have = max(0, got - sum(lens[:short - first]))
+            raise ProtectedFileTampered(f"{self._binding}: chunk {short} is {have} bytes, "
+                                        f"expected {self._lens[short]}: the file was truncated")
+        aead, aad, table = self._aead_obj, self._aad_prefix, self._table
+        pos = done = 0
+        for i, n in enumerate(lens, first):
+            entry = table[i]
+            buf[pos + n:pos + n + 16] = entry[12:]
+            try:
+                aead.decrypt_into(entry[:12], buf[pos:pos + n + 16],
+                                  aad + i.to_bytes(8, "little"), out[done:done + n])
+            except InvalidTag:
+                out[done:done + n] = bytes(n)  # no unauthenticated plaintext left behind
+                raise ProtectedFileTampered(
+                    f"{self._binding}: chunk {i} does not authenticate: it was modified, "
+                    "moved, or taken from another file or version") from None
+            pos += n + 16
+            done += n
 
     def _plain(self, index: int) -> bytes | bytearray:
         buf = self._dirty.get(index)
@@ -427,22 +478,31 @@ class ProtectedFile:
         return data
 
     def _encrypt(self, index: int, data: bytes | bytearray | memoryview) -> None:
-        nonce = os.urandom(12)
-        n = len(data)
-        if len(self._iobuf) < n + 16:
-            self._iobuf = bytearray(n + 16)
-        view = memoryview(self._iobuf)[:n + 16]
-        self._aead_obj.encrypt_into(nonce, data, self._aad(index), view)
-        off = self._data_off + index * self._cs
-        done = 0
-        while done < n:
-            done += os.pwrite(self._fd, view[done:n], off + done)
-        while len(self._table) <= index:
+        self._encrypt_run(index, [memoryview(data).cast("B")])
+
+    def _encrypt_run(self, first: int, pieces: list[memoryview]) -> None:
+        """Chunks ``first`` .. on from ``pieces`` (all but the last whole): each encrypted with
+        a fresh nonce, the ciphertexts written with one pwritev, the tags kept for the table."""
+        total = sum(len(p) for p in pieces)
+        buf = self._iobuf_view(total + 16 * len(pieces))
+        aead, aad = self._aead_obj, self._aad_prefix
+        slots, entries, pos = [], [], 0
+        for i, piece in enumerate(pieces, first):
+            n = len(piece)
+            nonce = os.urandom(12)
+            aead.encrypt_into(nonce, piece, aad + i.to_bytes(8, "little"),
+                              buf[pos:pos + n + 16])
+            slots.append(buf[pos:pos + n])
+            entries.append(nonce + bytes(buf[pos + n:pos + n + 16]))
+            pos += n + 16
+        _pwritev_all(self._fd, slots, self._data_off + first * self._cs)
+        last = first + len(pieces)
+        while len(self._table) < last:
             self._table.append(b"")
             self._lens.append(0)
-        self._table[index] = nonce + bytes(view[n:])
-        self._lens[index] = n
-        if self._cache is not None and self._cache[0] == index:
+        self._table[first:last] = entries
+        self._lens[first:last] = [len(p) for p in pieces]
+        if self._cache is not None and first <= self._cache[0] < last:
             self._cache = None
 
     def _flush_full(self) -> None:
@@ -506,21 +566,35 @@ class ProtectedFile:
         """Up to ``size`` bytes from the position (all to the end if negative)."""
         self._check()
         end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        out = bytearray(max(0, end - self._pos))
-        self._read_into(memoryview(out))
-        return bytes(out)
+        if end <= self._pos:
+            return b""
+        # decrypted straight into a BytesIO's own buffer, which getvalue() returns uncopied
+        out = io.BytesIO()
+        out.seek(end - self._pos - 1)
+        out.write(b"\0")
+        with out.getbuffer() as view:
+            self._read_into(view)
+        return out.getvalue()
 
     def _read_into(self, out: memoryview) -> int:
         pos, end = self._pos, min(self._size, self._pos + len(out))
         done = 0
+        lens, dirty, stored = self._lens, self._dirty, len(self._lens)
+        per_batch = max(1, _BATCH // self._cs)
         while pos < end:
             index, off = divmod(pos, self._cs)
-            take = min(self._cs - off, end - pos)
-            if (off == 0 and take == self._lens[index] if index < len(self._lens) else False) \
-                    and index not in self._dirty \
-                    and (self._cache is None or self._cache[0] != index):
-                self._decrypt(index, out[done:done + take])
+            # a run of whole, stored, clean chunks inside the read: decrypted in place
+            run = take = 0
+            while (off == 0 and run < per_batch and index + run < stored
+                   and pos + take + lens[index + run] <= end
+                   and index + run not in dirty
+                   and (self._cache is None or self._cache[0] != index + run)):
+                take += lens[index + run]
+                run += 1
+            if run:
+                self._decrypt_run(index, run, out[done:done + take])
             else:
+                take = min(self._cs - off, end - pos)
                 out[done:done + take] = self._plain(index)[off:off + take]
             pos += take
             done += take
@@ -539,12 +613,18 @@ class ProtectedFile:
         if self._pos > self._size:
             self._resize(self._pos)
         pos, done, total = self._pos, 0, len(view)
+        per_batch = max(1, _BATCH // self._cs)
         while done < total:
             index, off = divmod(pos, self._cs)
             take = min(self._cs - off, total - done)
             if off == 0 and take == self._cs:
-                self._dirty.pop(index, None)
-                self._encrypt(index, view[done:done + take])
+                # whole chunks, up to a batch: encrypted and written together
+                run = min(per_batch, (total - done) // self._cs)
+                take = run * self._cs
+                for i in range(index, index + run):
+                    self._dirty.pop(i, None)
+                self._encrypt_run(index, [view[o:o + self._cs]
+                                          for o in range(done, done + take, self._cs)])
             else:
                 buf = self._dirty.get(index)
                 if buf is None:
