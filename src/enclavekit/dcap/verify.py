@@ -1,0 +1,576 @@
+"""DCAP quote verification for SGX quotes, in Intel QVL's order (sgx-spec.md §6.8 A–D).
+
+A. PCK chain: three certificates (PCK, PCK CA, root), each signature, the root byte-identical to
+   a trusted root (default: Intel's production root only), the root CA CRL and the PCK CRL
+   (issuer, signature, CRL number, AKI, freshness) and revocation of the CA and the PCK.
+B. TCB info: its issuer chain (TCB signing cert + the same root), revocation of the signing
+   cert, the signature over the exact signed bytes, the validity window.
+C. QE identity: the same.
+D. The quote: SGX TEE type and Intel's QE vendor id, TCB info bound to the PCK (FMSPC, PCE-ID),
+   the QE report signature by the PCK, the QE report data binding the attestation key, the QE
+   report against the QE identity, the quote signature, the platform TCB level and its merge
+   with the QE's TCB status.
+
+Every failure raises :class:`VerificationFailed` (or :class:`CertificateChainError`,
+:class:`CollateralExpired`) whose ``check`` is a stable name, listed in :data:`CHECKS`. There is
+no "OK with warnings": a TCB status is a verdict in the result; an appraisal policy
+(:mod:`enclavekit.dcap.policy`) decides which statuses a relying party accepts.
+
+Time windows: TCB info and QE identity are valid for issueDate ≤ at < nextUpdate; certificates
+for notBefore ≤ at ≤ notAfter; CRLs for thisUpdate ≤ at ≤ nextUpdate (+ ``crl_grace``, zero by
+default: a stale CRL is refused unless the caller explicitly allows a grace period).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..errors import (
+    CertificateChainError,
+    CollateralExpired,
+    CollateralFormatError,
+    QuoteFormatError,
+    VerificationFailed,
+)
+from ..sgx.consts import AttributeFlags
+from ..sgx.structs import Attributes
+from .collateral import Collateral
+from .ecdsa import public_key_from_raw, verify_raw
+from .pckext import SGX_TYPES, PckExtension
+from .quote import CERT_TYPE_PCK_CHAIN, INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, Quote
+from .roots import intel_sgx_root_ca, load_pem_chain
+from .tcbinfo import QeIdentity, TcbInfo, converge_qe_status
+
+__all__ = ["CHECKS", "VerificationResult", "Verifier", "verify_quote"]
+
+CHECKS = {
+    "unsupported_quote": "not an SGX ECDSA-P256 quote from Intel's QE, or no PCK chain",
+    "pck_chain": "PCK chain structure, names, CA flags or a signature",
+    "root_untrusted": "a chain ends at a root that is not byte-identical to a trusted root",
+    "crl": "a CRL's issuer, signature or required extensions",
+    "crl_expired": "a CRL outside thisUpdate..nextUpdate (+ grace)",
+    "pck_revoked": "the PCK certificate or its CA is listed in a CRL",
+    "pck_cert_expired": "a PCK-chain certificate outside its validity",
+    "pck_extension": "the PCK certificate's SGX extension does not parse",
+    "tcb_info_chain": "TCB info issuer chain structure or signature",
+    "tcb_info_signature": "TCB info signature over its exact bytes",
+    "tcb_info_expired": "TCB info outside issueDate..nextUpdate",
+    "tcb_signing_revoked": "the TCB signing certificate is listed in the root CA CRL",
+    "tcb_signing_expired": "the TCB signing certificate outside its validity",
+    "qe_identity_chain": "QE identity issuer chain structure or signature",
+    "qe_identity_signature": "QE identity signature over its exact bytes",
+    "qe_identity_expired": "QE identity outside issueDate..nextUpdate",
+    "tcb_info_mismatch": "TCB info is not SGX TCB info of version 2 or 3",
+    "fmspc_mismatch": "TCB info FMSPC differs from the PCK certificate's",
+    "pceid_mismatch": "TCB info PCE-ID differs from (or lacks) the PCK certificate's",
+    "qe_report_signature": "the QE report is not signed by the PCK key",
+    "qe_report_data": "QE REPORTDATA is not SHA-256(attestation key || auth data) || 0^32",
+    "qe_identity_mismatch": "the QE report does not match the QE identity",
+    "qe_tcb_not_supported": "the QE's ISVSVN is below every QE identity level",
+    "quote_signature": "the quote is not signed by the attestation key",
+    "tcb_not_supported": "the PCK's TCB matches no TCB info level",
+}
+"""Every check name :class:`VerificationFailed` may carry, with what it covers."""
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """A verified quote: the verdict (TCB status) and every identity field of the enclave."""
+
+    status: str
+    advisory_ids: tuple[str, ...]
+    platform_status: str
+    qe_status: str
+    qe_advisory_ids: tuple[str, ...]
+    mrenclave: bytes
+    mrsigner: bytes
+    isvprodid: int
+    isvsvn: int
+    attributes: Attributes
+    miscselect: int
+    report_data: bytes
+    cpusvn: bytes
+    fmspc: bytes
+    pceid: bytes
+    tcb_components: tuple[int, ...]
+    pcesvn: int
+    sgx_type: int
+    tcb_date: datetime | None
+    tcb_evaluation_data_number: int | None
+    pck_serial: int
+    verified_at: datetime
+    collateral_next_update: datetime
+    quote: Quote
+
+    @property
+    def debug(self) -> bool:
+        """ATTRIBUTES.DEBUG: the enclave's memory is readable by a debugger."""
+        return bool(self.attributes.flags & AttributeFlags.DEBUG)
+
+    @property
+    def mode64bit(self) -> bool:
+        return bool(self.attributes.flags & AttributeFlags.MODE64BIT)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready view (bytes as lowercase hex, dates ISO-8601 UTC)."""
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        return {
+            "status": self.status,
+            "advisory_ids": list(self.advisory_ids),
+            "platform_status": self.platform_status,
+            "qe_status": self.qe_status,
+            "qe_advisory_ids": list(self.qe_advisory_ids),
+            "mrenclave": self.mrenclave.hex(),
+            "mrsigner": self.mrsigner.hex(),
+            "isvprodid": self.isvprodid,
+            "isvsvn": self.isvsvn,
+            "attributes": self.attributes.to_bytes().hex(),
+            "debug": self.debug,
+            "mode64bit": self.mode64bit,
+            "miscselect": self.miscselect,
+            "report_data": self.report_data.hex(),
+            "cpusvn": self.cpusvn.hex(),
+            "fmspc": self.fmspc.hex(),
+            "pceid": self.pceid.hex(),
+            "tcb_components": list(self.tcb_components),
+            "pcesvn": self.pcesvn,
+            "sgx_type": SGX_TYPES.get(self.sgx_type, str(self.sgx_type)),
+            "tcb_date": iso(self.tcb_date),
+            "tcb_evaluation_data_number": self.tcb_evaluation_data_number,
+            "pck_serial": format(self.pck_serial, "x"),
+            "quote_version": self.quote.version,
+            "verified_at": iso(self.verified_at),
+            "collateral_next_update": iso(self.collateral_next_update),
+        }
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _cn(name: x509.Name) -> str:
+    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else ""
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(Encoding.DER)
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, what: str) -> None:
+    if cert.issuer.public_bytes() != issuer.subject.public_bytes():
+        raise CertificateChainError(check, f"{what}: issuer {cert.issuer.rfc4514_string()!r} "
+                                           f"is not {issuer.subject.rfc4514_string()!r}")
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise CertificateChainError(check, f"{what}: signature does not verify") from exc
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return bc.ca
+
+
+def _cert_time(cert: x509.Certificate, at: datetime, check: str, what: str) -> None:
+    if at < cert.not_valid_before_utc:
+        raise CollateralExpired(check, f"{what} is not valid before "
+                                       f"{cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}")
+    if at > cert.not_valid_after_utc:
+        raise CollateralExpired(check, f"{what} expired at "
+                                       f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _crl_issuer(crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str) -> None:
+    if crl.issuer.public_bytes() != issuer.subject.public_bytes():
+        raise VerificationFailed("crl", f"{what} is issued by {crl.issuer.rfc4514_string()!r}, "
+                                        f"not {issuer.subject.rfc4514_string()!r}")
+    try:
+        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise VerificationFailed("crl", f"{what} signature does not verify with its issuer")
+    for ext in (x509.CRLNumber, x509.AuthorityKeyIdentifier):
+        try:
+            crl.extensions.get_extension_for_class(ext)
+        except (x509.ExtensionNotFound, ValueError) as exc:
+            raise VerificationFailed("crl", f"{what} lacks the {ext.__name__} extension") from exc
+
+
+def _crl_time(crl: x509.CertificateRevocationList, at: datetime, grace: timedelta,
+              what: str) -> None:
+    nxt = crl.next_update_utc
+    if nxt is None:
+        raise VerificationFailed("crl", f"{what} has no nextUpdate")
+    if at < crl.last_update_utc:
+        raise CollateralExpired("crl_expired", f"{what} is not valid before "
+                                               f"{crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}")
+    if at > nxt + grace:
+        raise CollateralExpired("crl_expired", f"{what} expired at {nxt:%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _window(issue: datetime, nxt: datetime, at: datetime, check: str, what: str) -> None:
+    if at < issue:
+        raise CollateralExpired(check, f"{what} is not valid before {issue:%Y-%m-%dT%H:%M:%SZ}")
+    if at >= nxt:
+        raise CollateralExpired(check, f"{what} expired at {nxt:%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _when(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+# --- parsed and checked pieces ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    tcb_info: TcbInfo
+    qe_identity: QeIdentity
+    root_crl: x509.CertificateRevocationList
+    pck_crl: x509.CertificateRevocationList
+    tcb_chain: list[x509.Certificate]
+    qe_chain: list[x509.Certificate]
+
+
+def _parse_collateral(collateral: Collateral) -> _Parsed:
+    try:
+        root_crl = x509.load_der_x509_crl(collateral.root_ca_crl)
+        pck_crl = x509.load_der_x509_crl(collateral.pck_crl)
+    except ValueError as exc:
+        raise CollateralFormatError(f"CRL does not parse: {exc}") from exc
+    return _Parsed(
+        tcb_info=collateral.parse_tcb_info(),
+        qe_identity=collateral.parse_qe_identity(),
+        root_crl=root_crl,
+        pck_crl=pck_crl,
+        tcb_chain=load_pem_chain(collateral.tcb_info_issuer_chain, "tcb_info_issuer_chain"),
+        qe_chain=load_pem_chain(collateral.qe_identity_issuer_chain, "qe_identity_issuer_chain"),
+    )
+
+
+@dataclass(frozen=True)
+class _Chain:
+    leaf: x509.Certificate
+    ca: x509.Certificate
+    root: x509.Certificate
+    key: ec.EllipticCurvePublicKey
+    ext: PckExtension
+
+
+class Verifier:
+    """Verifies SGX quotes against collateral, caching what it has validated.
+
+    Signatures and chains of a given collateral (keyed by its content and the chain's root) and
+    of a given PCK chain are checked once; time windows are checked on every call, and an entry
+    whose window no longer holds is dropped.
+
+    Args:
+        trusted_roots: roots a chain may end at (exact certificates). Default: Intel's
+            production SGX Root CA only. Emulation roots must be passed explicitly.
+        crl_grace: how long past nextUpdate a CRL is still accepted (default: not at all).
+        cache_size: entries per cache; 0 checks everything on every call.
+    """
+
+    def __init__(self, trusted_roots: Sequence[x509.Certificate] | None = None, *,
+                 crl_grace: timedelta = timedelta(0), cache_size: int = 64) -> None:
+        roots = list(trusted_roots) if trusted_roots is not None else [intel_sgx_root_ca()]
+        if not roots:
+            raise ValueError("at least one trusted root is required")
+        self._roots = {_der(r): r for r in roots}
+        self._grace = crl_grace
+        self._size = cache_size
+        self._parsed: OrderedDict[bytes, _Parsed] = OrderedDict()
+        self._chains: OrderedDict[tuple[bytes, bytes], _Chain] = OrderedDict()
+        self._validated: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
+
+    # --- public ---------------------------------------------------------------------------
+
+    def verify(self, quote: bytes | Quote, collateral: Collateral, *,
+               at: datetime | None = None) -> VerificationResult:
+        """Verify ``quote`` with ``collateral`` at time ``at`` (default: now).
+
+        Returns:
+            The verdict and identity; ``status`` may be any TCB status (apply a policy).
+
+        Raises:
+            QuoteFormatError, CollateralFormatError: input that does not parse.
+            VerificationFailed: a named check failed (``.check``; see :data:`CHECKS`).
+        """
+        when = _when(at)
+        q = quote if isinstance(quote, Quote) else Quote.parse(quote)
+        self._check_header(q)
+        chain_pem = self._chain_pem(q, collateral)
+        ckey = collateral.digest() if self._size else b""
+        parsed = self._parsed.get(ckey) if self._size else None
+        if parsed is None:
+            parsed = _parse_collateral(collateral)
+            self._store(self._parsed, ckey, parsed)
+        chain = self._chains.get((ckey, chain_pem)) if self._size else None
+        if chain is None:
+            chain = self._check_chain(self._load_chain(chain_pem, q), parsed)  # A: signatures
+            self._store(self._chains, (ckey, chain_pem), chain)
+        vkey = (ckey, _der(chain.root))
+        validated = self._size > 0 and vkey in self._validated
+        try:
+            self._chain_times(chain, parsed, when)  # A: time
+            if not validated:
+                self._check_signed(parsed, chain.root, "tcb_info")  # B
+                self._check_signed(parsed, chain.root, "qe_identity")  # C
+            self._signed_times(parsed, when)
+        except VerificationFailed:
+            self._chains.pop((ckey, chain_pem), None)
+            self._validated.pop(vkey, None)
+            raise
+        if not validated:
+            self._store(self._validated, vkey, True)
+        return self._check_quote(q, chain, parsed, when)  # D
+
+    # --- caches ---------------------------------------------------------------------------
+
+    def _store(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        if not self._size:
+            return
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > self._size:
+            cache.popitem(last=False)
+
+    # --- D.1 and the PCK chain's source ---------------------------------------------------
+
+    @staticmethod
+    def _check_header(q: Quote) -> None:
+        if q.header.tee_type != TEE_TYPE_SGX:
+            raise VerificationFailed(
+                "unsupported_quote",
+                f"TEE type {q.header.tee_type:#x} is not SGX; only SGX quotes are verified here")
+        if q.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
+            raise VerificationFailed(
+                "unsupported_quote",
+                f"QE vendor id {q.header.qe_vendor_id.hex()} is not Intel's")
+
+    @staticmethod
+    def _chain_pem(q: Quote, collateral: Collateral) -> bytes:
+        if q.certification_data.type == CERT_TYPE_PCK_CHAIN:
+            return q.certification_data.data
+        if collateral.pck_certificate_chain is not None:
+            return collateral.pck_certificate_chain
+        raise VerificationFailed(
+            "unsupported_quote",
+            f"certification data type {q.certification_data.type} carries no PCK chain and "
+            "the collateral has no pck_certificate_chain")
+
+    @staticmethod
+    def _load_chain(pem: bytes, q: Quote) -> list[x509.Certificate]:
+        if q.certification_data.type == CERT_TYPE_PCK_CHAIN:
+            return q.certification_data.pck_chain()
+        return load_pem_chain(pem, "pck_certificate_chain")
+
+    # --- A: PCK chain ---------------------------------------------------------------------
+
+    def _pin(self, root: x509.Certificate, what: str) -> None:
+        if _der(root) not in self._roots:
+            digest = hashlib.sha256(_der(root)).hexdigest()
+            raise CertificateChainError(
+                "root_untrusted",
+                f"{what} ends at {_cn(root.subject)!r} (sha256 {digest[:16]}...), "
+                "which is not a trusted root")
+
+    def _check_chain(self, certs: list[x509.Certificate], parsed: _Parsed) -> _Chain:
+        if len(certs) != 3:
+            raise CertificateChainError(
+                "pck_chain", f"PCK chain has {len(certs)} certificates, expected 3 "
+                             "(PCK certificate, PCK CA, root CA)")
+        leaf, ca, root = certs
+        for cert, needle, what in ((leaf, "SGX PCK Certificate", "PCK certificate"),
+                                   (ca, "CA", "PCK CA"), (root, "SGX Root CA", "root CA")):
+            if needle not in _cn(cert.subject):
+                raise CertificateChainError(
+                    "pck_chain", f"{what} CN {_cn(cert.subject)!r} does not contain {needle!r}")
+        self._pin(root, "PCK chain")
+        _issued_by(ca, root, "pck_chain", "PCK CA")
+        _issued_by(leaf, ca, "pck_chain", "PCK certificate")
+        if not _is_ca(ca):
+            raise CertificateChainError("pck_chain", "PCK CA is not marked CA:TRUE")
+        if _is_ca(leaf):
+            raise CertificateChainError("pck_chain", "PCK certificate is marked CA:TRUE")
+        key = leaf.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+                key.curve, ec.SECP256R1):
+            raise CertificateChainError("pck_chain", "PCK certificate key is not EC P-256")
+        _crl_issuer(parsed.root_crl, root, "root CA CRL")
+        _crl_issuer(parsed.pck_crl, ca, "PCK CRL")
+        if parsed.pck_crl.issuer.public_bytes() != leaf.issuer.public_bytes():
+            raise VerificationFailed("crl", "PCK CRL issuer differs from the PCK's issuer")
+        if parsed.root_crl.get_revoked_certificate_by_serial_number(ca.serial_number):
+            raise CertificateChainError(
+                "pck_revoked", f"PCK CA serial {ca.serial_number:x} is revoked by the root CA")
+        if parsed.pck_crl.get_revoked_certificate_by_serial_number(leaf.serial_number):
+            raise CertificateChainError(
+                "pck_revoked", f"PCK certificate serial {leaf.serial_number:x} is revoked")
+        try:
+            ext = PckExtension.from_certificate(leaf)
+        except CollateralFormatError as exc:
+            raise VerificationFailed("pck_extension", str(exc)) from exc
+        return _Chain(leaf=leaf, ca=ca, root=root, key=key, ext=ext)
+
+    def _chain_times(self, chain: _Chain, parsed: _Parsed, at: datetime) -> None:
+        for cert, what in ((chain.root, "root CA"), (chain.ca, "PCK CA"),
+                           (chain.leaf, "PCK certificate")):
+            _cert_time(cert, at, "pck_cert_expired", what)
+        _crl_time(parsed.root_crl, at, self._grace, "root CA CRL")
+        _crl_time(parsed.pck_crl, at, self._grace, "PCK CRL")
+
+    # --- B and C: TCB info and QE identity ------------------------------------------------
+
+    def _check_signed(self, parsed: _Parsed, root: x509.Certificate, kind: str) -> None:
+        certs = parsed.tcb_chain if kind == "tcb_info" else parsed.qe_chain
+        check = f"{kind}_chain"
+        what = "TCB info" if kind == "tcb_info" else "QE identity"
+        if len(certs) != 2:
+            raise CertificateChainError(
+                check, f"{what} issuer chain has {len(certs)} certificates, expected 2 "
+                       "(TCB signing, root CA)")
+        signer, chain_root = certs
+        if "SGX TCB Signing" not in _cn(signer.subject):
+            raise CertificateChainError(
+                check, f"{what} signer CN {_cn(signer.subject)!r} lacks 'SGX TCB Signing'")
+        self._pin(chain_root, f"{what} issuer chain")
+        if _der(chain_root) != _der(root):
+            raise CertificateChainError(check, f"{what} is issued under another root than "
+                                               "the PCK chain")
+        _issued_by(signer, root, check, f"{what} signing certificate")
+        if _is_ca(signer):
+            raise CertificateChainError(check, f"{what} signing certificate is marked CA:TRUE")
+        if parsed.root_crl.get_revoked_certificate_by_serial_number(signer.serial_number):
+            raise CertificateChainError("tcb_signing_revoked",
+                                        f"{what} signing certificate is revoked by the root CA")
+        key = signer.public_key()
+        obj: TcbInfo | QeIdentity = parsed.tcb_info if kind == "tcb_info" else parsed.qe_identity
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not verify_raw(
+                key, obj.signature, obj.raw):
+            raise VerificationFailed(f"{kind}_signature",
+                                     f"{what} signature does not verify over its exact bytes")
+
+    @staticmethod
+    def _signed_times(parsed: _Parsed, at: datetime) -> None:
+        _cert_time(parsed.tcb_chain[0], at, "tcb_signing_expired", "TCB info signing certificate")
+        _window(parsed.tcb_info.issue_date, parsed.tcb_info.next_update, at,
+                "tcb_info_expired", "TCB info")
+        _cert_time(parsed.qe_chain[0], at, "tcb_signing_expired",
+                   "QE identity signing certificate")
+        _window(parsed.qe_identity.issue_date, parsed.qe_identity.next_update, at,
+                "qe_identity_expired", "QE identity")
+
+    # --- D: the quote ---------------------------------------------------------------------
+
+    @staticmethod
+    def _check_quote(q: Quote, chain: _Chain, parsed: _Parsed,
+                     at: datetime) -> VerificationResult:
+        ext, tcb, qe_id = chain.ext, parsed.tcb_info, parsed.qe_identity
+        if tcb.id != "SGX" or tcb.version not in (2, 3):
+            raise VerificationFailed("tcb_info_mismatch",
+                                     f"TCB info is {tcb.id} v{tcb.version}, need SGX v2 or v3")
+        if tcb.fmspc != ext.fmspc:
+            raise VerificationFailed("fmspc_mismatch", f"TCB info is for FMSPC {tcb.fmspc.hex()}, "
+                                                       f"the PCK certifies {ext.fmspc.hex()}")
+        if tcb.pce_id != ext.pceid:
+            found = "none" if tcb.pce_id is None else tcb.pce_id.hex()
+            raise VerificationFailed("pceid_mismatch", f"TCB info PCE-ID {found}, the PCK "
+                                                       f"certifies {ext.pceid.hex()}")
+        if not verify_raw(chain.key, q.qe_report_signature, q.qe_report):
+            raise VerificationFailed("qe_report_signature",
+                                     "QE report signature does not verify with the PCK key")
+        qe = q.qe_body
+        binding = hashlib.sha256(q.attestation_key + q.qe_auth_data).digest()
+        if qe.reportdata[:32] != binding or any(qe.reportdata[32:]):
+            raise VerificationFailed(
+                "qe_report_data", "QE REPORTDATA is not SHA-256(attestation key || QE auth "
+                                  "data) followed by 32 zero bytes")
+        if qe_id.id != "QE":
+            raise VerificationFailed("qe_identity_mismatch",
+                                     f"QE identity id is {qe_id.id!r}, an SGX quote needs 'QE'")
+        misc = qe.miscselect.to_bytes(4, "little")
+        if bytes(a & m for a, m in zip(misc, qe_id.miscselect_mask, strict=True)) != \
+                qe_id.miscselect:
+            raise VerificationFailed("qe_identity_mismatch",
+                                     "QE MISCSELECT does not match the QE identity")
+        attrs = qe.attributes.to_bytes()
+        if bytes(a & m for a, m in zip(attrs, qe_id.attributes_mask, strict=True)) != \
+                qe_id.attributes:
+            raise VerificationFailed("qe_identity_mismatch",
+                                     f"QE ATTRIBUTES {attrs.hex()} do not match the QE identity")
+        if qe.mrsigner != qe_id.mrsigner:
+            raise VerificationFailed("qe_identity_mismatch",
+                                     f"QE MRSIGNER {qe.mrsigner.hex()} is not the QE identity's")
+        if qe.isvprodid != qe_id.isvprodid:
+            raise VerificationFailed("qe_identity_mismatch",
+                                     f"QE ISVPRODID {qe.isvprodid} is not {qe_id.isvprodid}")
+        qe_level = qe_id.match(qe.isvsvn)
+        if qe_level is None:
+            raise VerificationFailed("qe_tcb_not_supported",
+                                     f"QE ISVSVN {qe.isvsvn} is below every QE identity level")
+        try:
+            attestation_key = public_key_from_raw(q.attestation_key)
+        except QuoteFormatError as exc:  # unreachable once bound above, kept for safety
+            raise VerificationFailed("quote_signature", str(exc)) from exc
+        if not verify_raw(attestation_key, q.signature, q.signed_bytes()):
+            raise VerificationFailed("quote_signature",
+                                     "quote signature does not verify with the attestation key")
+        level = tcb.match(ext.tcb_components, ext.pcesvn)
+        if level is None:
+            raise VerificationFailed(
+                "tcb_not_supported",
+                f"PCK TCB {list(ext.tcb_components)} PCESVN {ext.pcesvn} matches no TCB level")
+        status = converge_qe_status(level.status, qe_level.status)
+        advisories = tuple(dict.fromkeys(level.advisory_ids + (
+            qe_level.advisory_ids if qe_level.status != "UpToDate" else ())))
+        body = q.body
+        return VerificationResult(
+            status=status, advisory_ids=advisories, platform_status=level.status,
+            qe_status=qe_level.status, qe_advisory_ids=qe_level.advisory_ids,
+            mrenclave=body.mrenclave, mrsigner=body.mrsigner, isvprodid=body.isvprodid,
+            isvsvn=body.isvsvn, attributes=body.attributes, miscselect=body.miscselect,
+            report_data=body.reportdata, cpusvn=body.cpusvn, fmspc=ext.fmspc, pceid=ext.pceid,
+            tcb_components=ext.tcb_components, pcesvn=ext.pcesvn, sgx_type=ext.sgx_type,
+            tcb_date=level.tcb_date, tcb_evaluation_data_number=tcb.tcb_evaluation_data_number,
+            pck_serial=chain.leaf.serial_number, verified_at=at,
+            collateral_next_update=min(tcb.next_update, qe_id.next_update), quote=q)
+
+
+def verify_quote(quote: bytes | Quote, collateral: Collateral, *,
+                 trusted_roots: Sequence[x509.Certificate] | None = None,
+                 at: datetime | None = None,
+                 crl_grace: timedelta = timedelta(0)) -> VerificationResult:
+    """Verify an SGX quote with its collateral, checking everything (no cache).
+
+    Args:
+        quote: quote bytes or a parsed :class:`Quote`.
+        collateral: the collateral for the quote's platform (FMSPC) and CA.
+        trusted_roots: roots the chains may end at; default Intel's production root only.
+        at: verification time (default: now, UTC).
+        crl_grace: accept CRLs up to this long past their nextUpdate (default zero).
+
+    Raises:
+        QuoteFormatError, CollateralFormatError: input that does not parse.
+        VerificationFailed: a named check failed.
+    """
+    return Verifier(trusted_roots, crl_grace=crl_grace, cache_size=0).verify(
+        quote, collateral, at=at)
