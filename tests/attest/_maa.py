@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from starlette.exceptions import StarletteDeprecationWarning
 
-from enclavekit.attest.maa import Appraisal, AttestationService, ServiceConfig
+from enclavekit.attest.maa import Appraisal, AttestationService, ServiceConfig, create_app
 from enclavekit.dcap.quote import Quote
 from tests.vectors import vector
+
+with warnings.catch_warnings():
+    # starlette 1.x prefers httpx2 for its test client; httpx 0.28 is what is pinned
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
 
 SDK_QUOTE = "azure_sdk_python_maa/sgx_quote.bin"
 SDK_RUNTIME = "azure_sdk_python_maa/runtime_data.bin"
@@ -47,6 +54,11 @@ def sample(kind: str, name: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(
         vector(f"azure_samples_maa/{kind}/enclave.info.{name}.json").read_text())
     return doc
+
+
+def asgi_client(service: AttestationService, base_url: str = "http://maa.test") -> TestClient:
+    """An in-process HTTP client for the service's app (server errors come back as 500s)."""
+    return TestClient(create_app(service), base_url=base_url, raise_server_exceptions=False)
 
 
 def make_service(data_dir: Path, **config: Any) -> AttestationService:

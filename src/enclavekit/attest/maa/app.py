@@ -24,7 +24,6 @@ for unknown paths and methods — never a 5xx or ``Retry-After`` for a client's 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.applications import Starlette
@@ -44,6 +43,7 @@ from ...errors import (
     VerificationFailed,
 )
 from .openapi import openapi_document
+from .request import strict_json
 from .service import AttestationService
 
 __all__ = ["MAX_BODY", "create_app", "error_status"]
@@ -91,7 +91,7 @@ async def _body(request: Request) -> bytes:
 async def _json(request: Request) -> Any:
     raw = await _body(request)
     try:
-        return json.loads(raw)
+        return strict_json(raw)
     except (UnicodeDecodeError, ValueError):
         raise AttestationRequestError("request body is not JSON") from None
 

@@ -10,6 +10,7 @@ data that is not a UTF-8 JSON object — is an :class:`AttestationRequestError`.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from ...errors import AttestationRequestError
 from .claims import HeldData
 from .jws import b64decode_any
 
-__all__ = ["MAX_NONCE", "AttestRequest", "parse_attest_request"]
+__all__ = ["MAX_NONCE", "AttestRequest", "parse_attest_request", "strict_json"]
 
 MAX_NONCE = 1024
 """Longest ``nonce`` echoed into a token (characters)."""
@@ -27,6 +28,19 @@ _MAX_POLICY = 64 * 1024
 _COMMON = ("runtimeData", "initTimeData", "draftPolicyForAttestation", "nonce")
 _EVIDENCE = {"SgxEnclave": "quote", "OpenEnclave": "report"}
 _DATA_FIELDS = ("data", "dataType")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """``json.loads`` without the NaN / Infinity extensions.
+
+    Raises:
+        ValueError: not (strict) JSON.
+    """
+    return json.loads(raw, parse_constant=_no_constants)
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ def _held(value: Any, name: str) -> HeldData | None:
     if data_type.lower() == "binary":
         return HeldData(raw, False)
     try:
-        parsed = json.loads(raw.decode("utf-8"))
+        parsed = strict_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise AttestationRequestError(f"{name}.data is declared JSON but is not UTF-8 JSON"
                                       ) from None
@@ -71,6 +85,8 @@ def _nonce(value: Any) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise AttestationRequestError("nonce must be a string or a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AttestationRequestError("nonce must be a finite number")
     text = value if isinstance(value, str) else json.dumps(value)
     if len(text) > MAX_NONCE:
         raise AttestationRequestError(f"nonce longer than {MAX_NONCE} characters")

@@ -220,7 +220,7 @@ class AttestationService:
     def reset_policy(self, attestation_type: str, body: str, request_base: str) -> str:
         """Go back to the type's default policy (``body``: a JWS with an empty payload)."""
         kind = canonical_type(attestation_type)
-        jws = parse_jws(body, what="reset JWS") if body.strip() else Jws("", {}, b"", None)
+        jws = parse_jws(body, what="reset JWS") if body.strip(" \t\r\n") else Jws("", {}, b"", None)
         self._authorize(jws, "reset policy")
         self.state.reset_policy(kind)
         claims: dict[str, Any] = {"x-ms-policy-result": "Removed"}

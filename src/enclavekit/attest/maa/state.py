@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from ..._fs import atomic_write
-from ...errors import AttestationRequestError, CollateralFormatError
+from ...errors import AttestationError, AttestationRequestError
 from ..policy import DEFAULT_SGX_POLICY
 from .jws import b64url, b64url_json, std_b64
 
@@ -123,7 +123,7 @@ class SigningKey:
     def from_json(cls, doc: dict[str, Any]) -> SigningKey:
         key = serialization.load_pem_private_key(doc["key"].encode(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise CollateralFormatError("attestation service state: signing key is not RSA")
+            raise AttestationError("attestation service state: signing key is not RSA")
         return cls(doc["kid"], key, x509.load_pem_x509_certificate(doc["cert"].encode()),
                    int(doc["created"]), doc.get("drop_after"))
 
@@ -167,7 +167,7 @@ class ServiceState:
         Raises:
             AttestationRequestError: isolated mode without a management certificate, or a mode
                 that contradicts the stored state.
-            CollateralFormatError: the state file is unreadable.
+            AttestationError: the state file is unreadable.
         """
         path = Path(data_dir) / STATE_FILE
         certs = list(management_certs)
@@ -212,7 +212,7 @@ class ServiceState:
             if mode not in MODES or not keys:
                 raise ValueError("bad mode or no signing key")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CollateralFormatError(f"{path}: attestation service state is unreadable "
+            raise AttestationError(f"{path}: attestation service state is unreadable "
                                         f"({exc})") from None
         return cls(path, mode, keys, policies, certs, common_name)
 
