@@ -175,3 +175,51 @@ def open_release(jws: str, private_key: rsa.RSAPrivateKey | None = None
     material = unwrap_key_material(private_key or enclave_key(), unb64u(key_hsm["ciphertext"]),
                                    enc)
     return payload, material
+
+
+def multi_verifier(authorities: list[FakeAuthority], requested: list[str] | None = None,
+                   **kwargs: Any) -> TokenVerifier:
+    """A verifier trusting every authority in the list, each serving its own JWKS; every URL
+    the verifier fetches is appended to ``requested``."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if requested is not None:
+            requested.append(str(request.url))
+        for auth in authorities:
+            if str(request.url) == f"{auth.url.rstrip('/')}/certs":
+                auth.fetches += 1
+                return httpx.Response(200, json=auth.jwks())
+        return httpx.Response(404)
+    return TokenVerifier([a.trusted() for a in authorities],
+                         http=httpx.Client(transport=httpx.MockTransport(handler)), **kwargs)
+
+
+class KMSHarness:
+    """The key service under Starlette's TestClient, with helpers for the Key Vault calls."""
+
+    API = "?api-version=2025-07-01"
+
+    def __init__(self, tmp: Path, authorities: list[FakeAuthority], **kwargs: Any) -> None:
+        from starlette.testclient import TestClient
+
+        self.authorities = authorities
+        self.requested: list[str] = []
+        self.svc = build_service(tmp, [], verifier=multi_verifier(authorities, self.requested),
+                                 **kwargs)
+        self.http = TestClient(self.svc.app, base_url="https://kms.test",
+                               headers={"Authorization": "Bearer test"})
+
+    def create(self, name: str, policy: Mapping[str, Any] | bytes | None = None,
+               **body: Any) -> httpx.Response:
+        payload: dict[str, Any] = {"kty": "RSA-HSM", "key_size": 2048,
+                                   "attributes": {"exportable": policy is not None}, **body}
+        if policy is not None:
+            payload["release_policy"] = policy_body(policy)
+        return self.http.post(f"/keys/{name}/create{self.API}", json=payload)
+
+    def release(self, name: str, token: str, version: str | None = None,
+                **extra: Any) -> httpx.Response:
+        path = f"/keys/{name}/{version}/release" if version else f"/keys/{name}/release"
+        return self.http.post(path + self.API, json={"target": token, **extra})
+
+    def audit(self) -> list[dict[str, Any]]:
+        return list(self.svc.audit.records())
