@@ -23,9 +23,10 @@ default: a stale CRL is refused unless the caller explicitly allows a grace peri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +40,7 @@ from ..errors import (
     CertificateChainError,
     CollateralExpired,
     CollateralFormatError,
+    EnclaveKitError,
     QuoteFormatError,
     VerificationFailed,
 )
@@ -160,7 +162,10 @@ class VerificationResult:
 
 
 def _cn(name: x509.Name) -> str:
-    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    try:
+        attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except ValueError:  # a malformed name is no name: the CN check then refuses it
+        return ""
     return str(attrs[0].value) if attrs else ""
 
 
@@ -229,6 +234,18 @@ def _window(issue: datetime, nxt: datetime, at: datetime, check: str, what: str)
         raise CollateralExpired(check, f"{what} is not valid before {issue:%Y-%m-%dT%H:%M:%SZ}")
     if at >= nxt:
         raise CollateralExpired(check, f"{what} expired at {nxt:%Y-%m-%dT%H:%M:%SZ}")
+
+
+@contextlib.contextmanager
+def _malformed(check: str) -> Iterator[None]:
+    """pyca parses certificate and CRL fields lazily: a malformed field surfaces as ValueError
+    on first access. Inside a check, that is a failure of the check, never a crash."""
+    try:
+        yield
+    except EnclaveKitError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise VerificationFailed(check, f"malformed certificate or CRL: {exc}") from exc
 
 
 def _when(at: datetime | None) -> datetime:
@@ -325,16 +342,22 @@ class Verifier:
             self._store(self._parsed, ckey, parsed)
         chain = self._chains.get((ckey, chain_pem)) if self._size else None
         if chain is None:
-            chain = self._check_chain(self._load_chain(chain_pem, q), parsed)  # A: signatures
+            certs = self._load_chain(chain_pem, q)
+            with _malformed("pck_chain"):
+                chain = self._check_chain(certs, parsed)  # A: signatures
             self._store(self._chains, (ckey, chain_pem), chain)
         vkey = (ckey, _der(chain.root))
         validated = self._size > 0 and vkey in self._validated
         try:
-            self._chain_times(chain, parsed, when)  # A: time
+            with _malformed("pck_chain"):
+                self._chain_times(chain, parsed, when)  # A: time
             if not validated:
-                self._check_signed(parsed, chain.root, "tcb_info")  # B
-                self._check_signed(parsed, chain.root, "qe_identity")  # C
-            self._signed_times(parsed, when)
+                with _malformed("tcb_info_chain"):
+                    self._check_signed(parsed, chain.root, "tcb_info")  # B
+                with _malformed("qe_identity_chain"):
+                    self._check_signed(parsed, chain.root, "qe_identity")  # C
+            with _malformed("tcb_info_chain"):
+                self._signed_times(parsed, when)
         except VerificationFailed:
             self._chains.pop((ckey, chain_pem), None)
             self._validated.pop(vkey, None)
