@@ -1,10 +1,16 @@
-"""`enclavekit attest policy check|eval`."""
+"""`enclavekit attest policy check|eval`, `attest serve`, `attest rotate-key`."""
 
 from __future__ import annotations
 
+import base64
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 from click.testing import CliRunner
 
 from enclavekit.attest.policy import policy_hash
@@ -57,3 +63,71 @@ def test_eval_refuses_bad_claims_json() -> None:
     result = CliRunner().invoke(main, ["attest", "policy", "eval", str(path), "--claims",
                                        '{"a": [1]}'])
     assert "value must be a string, integer or Boolean" in result.output
+
+
+# --- enclavekit attest serve / rotate-key ------------------------------------------------------
+
+def _serve(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "enclavekit", "attest", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_prints_its_url_and_verifies_quotes_with_the_dcap_verifier(tmp_path: Path) -> None:
+    proc = _serve(["--port", "0", "--data-dir", str(tmp_path / "maa"),
+                   "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))])
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("attestation service (aad mode) at http://127.0.0.1:"), line
+        url = line.split(" at ")[1].strip()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                keys = httpx.get(f"{url}/certs").json()["keys"]
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "service did not come up"
+                time.sleep(0.05)
+        assert len(keys) == 1 and keys[0]["kty"] == "RSA"
+        quote = vector("phala_dcap_qvl/sgx_quote").read_bytes()
+        reply = httpx.post(f"{url}/attest/SgxEnclave?api-version=2020-10-01",
+                           json={"quote": base64.urlsafe_b64encode(quote).decode()})
+        # the recorded collateral is long expired: the real verifier says so, by check name
+        assert reply.status_code == 400
+        assert "expired" in reply.json()["error"]["message"]
+    finally:
+        _stop(proc)
+    assert proc.returncode is not None
+    assert (tmp_path / "maa" / "maa-state.json").exists()
+
+
+def test_serve_refuses_bad_option_combinations(tmp_path: Path) -> None:
+    collateral = str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["attest", "serve", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--pccs URL or --collateral FILE" in result.output
+    result = runner.invoke(main, ["attest", "serve", "--data-dir", str(tmp_path),
+                                  "--collateral", collateral, "--isolated"])
+    assert result.exit_code == 1
+    assert "isolated mode needs at least one policy-management certificate" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_rotate_key_keeps_the_old_key_listed(tmp_path: Path) -> None:
+    from enclavekit.attest.maa import ServiceState
+
+    old = ServiceState.open(tmp_path).signing_key.kid
+    result = CliRunner().invoke(main, ["attest", "rotate-key", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    state = ServiceState.open(tmp_path)
+    assert state.signing_key.kid != old
+    assert [k["kid"] for k in state.jwks()["keys"]] == [state.signing_key.kid, old]

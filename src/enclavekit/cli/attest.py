@@ -84,6 +84,105 @@ def eval_(file: str, claims_json: str) -> None:
         raise SystemExit(1)
 
 
+# --- the attestation service ------------------------------------------------------------------
+
+
+def _service_dir(data_dir: str | None) -> Path:
+    from ..vm.datadir import data_dir as default_dir
+
+    return Path(data_dir) if data_dir else default_dir() / "attest"
+
+
+def _certs(paths: tuple[str, ...], what: str) -> list[Any]:
+    from ..dcap.roots import load_pem_chain
+
+    certs = []
+    for path in paths:
+        certs.extend(load_pem_chain(Path(path).read_bytes(), f"{what} {path}"))
+    return certs
+
+
+@group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port (0: a free one).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Serve HTTPS with this certificate (PEM) ...")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="... and this private key (PEM).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Service state: signing keys, policies, management certificates "
+                   "(default: <enclavekit data dir>/attest).")
+@click.option("--pccs", "pccs_url", default=None,
+              help="Fetch collateral from this PCS v4-compatible service (e.g. enclavekit pccs "
+                   "serve).")
+@click.option("--collateral", "collateral_file", type=click.Path(dir_okay=False, exists=True),
+              default=None, help="Use this collateral file (dcap-qvl JSON layout) for every quote.")
+@click.option("--trust-root", "trust_roots", multiple=True,
+              type=click.Path(dir_okay=False, exists=True),
+              help="Also trust this root CA (PEM), e.g. an enclavekit emulation root from "
+                   "'enclavekit pki root'. Intel's production root is always trusted.")
+@click.option("--isolated", is_flag=True,
+              help="Isolated mode: policy changes must be signed by a management certificate.")
+@click.option("--management-cert", "management_certs", multiple=True,
+              type=click.Path(dir_okay=False, exists=True),
+              help="A policy-management certificate (PEM); required with --isolated.")
+@click.option("--issuer", default=None,
+              help="Base URL for iss/jku (default: the URL each request was sent to).")
+@click.option("--token-lifetime", type=click.IntRange(min=60), default=8 * 3600,
+              show_default=True, help="Attestation token lifetime in seconds.")
+def serve(host: str, port: int, tls_cert: str | None, tls_key: str | None,
+          data_dir: str | None, pccs_url: str | None, collateral_file: str | None,
+          trust_roots: tuple[str, ...], isolated: bool, management_certs: tuple[str, ...],
+          issuer: str | None, token_lifetime: int) -> None:
+    """Run the Azure-Attestation-compatible attestation service until interrupted.
+
+    Quotes are verified with enclavekit's DCAP verifier against Intel's root (plus any
+    --trust-root) with collateral from --pccs or --collateral. Prints the service URL.
+    """
+    from ..attest.maa import AttestationService, ServiceConfig, create_app
+    from ..attest.maa.dcap import DcapAppraiser, FileCollateral, PccsCollateral
+    from ..attest.maa.server import run
+    from ..dcap.roots import intel_sgx_root_ca
+
+    if (pccs_url is None) == (collateral_file is None):
+        raise click.UsageError("give exactly one of --pccs URL or --collateral FILE")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if management_certs and not isolated:
+        raise click.UsageError("--management-cert is only used with --isolated")
+    source = (PccsCollateral(pccs_url) if pccs_url is not None
+              else FileCollateral(str(collateral_file)))
+    roots = [intel_sgx_root_ca(), *_certs(trust_roots, "--trust-root")]
+    config = ServiceConfig(_service_dir(data_dir), issuer=issuer, token_lifetime=token_lifetime,
+                           mode="isolated" if isolated else None,
+                           management_certs=tuple(_certs(management_certs,
+                                                         "--management-cert")))
+    service = AttestationService(config, DcapAppraiser(source, roots))
+
+    def ready(url: str) -> None:
+        click.echo(f"attestation service ({service.state.mode} mode) at {url}", err=False)
+        click.echo(f"signing key kid {service.state.signing_key.kid}; state in "
+                   f"{config.data_dir}", err=True)
+
+    run(create_app(service), host, port, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready)
+
+
+@group.command("rotate-key")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Service state directory (default: <enclavekit data dir>/attest).")
+def rotate_key(data_dir: str | None) -> None:
+    """Make a new token-signing key (run while the service is stopped; the old key stays in
+    /certs until every token it signed has expired)."""
+    from ..attest.maa import ServiceState
+    from ..attest.maa.tokens import ATTESTATION_TOKEN_LIFETIME
+
+    state = ServiceState.open(_service_dir(data_dir))
+    old = state.signing_key.kid
+    new = state.rotate(ATTESTATION_TOKEN_LIFETIME).kid
+    click.echo(f"signing key {new} (was {old}, kept in /certs for "
+               f"{ATTESTATION_TOKEN_LIFETIME // 3600} h)")
+
+
 def register(main: click.Group) -> None:
     """Add the ``attest`` group to the top-level command."""
     main.add_command(group)
