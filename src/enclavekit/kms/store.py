@@ -351,7 +351,8 @@ class KeyStore:
 
     def _common(self, name: str, kty: str, material: bytes, body: Mapping[str, Any]
                 ) -> KeyVersion:
-        attrs = body.get("attributes") or {}
+        attrs = body.get("attributes")
+        attrs = {} if attrs is None else attrs
         if not isinstance(attrs, dict):
             raise KeyParameterError("attributes must be an object")
         exportable = _bool(attrs.get("exportable"), "attributes.exportable", False)
@@ -437,7 +438,8 @@ class KeyStore:
             if index is None:
                 raise KeyNotFound(f"key {name!r} has no version {version[:40]!r}")
             old = versions[index]
-            attrs = body.get("attributes") or {}
+            attrs = body.get("attributes")
+            attrs = {} if attrs is None else attrs
             if not isinstance(attrs, dict):
                 raise KeyParameterError("attributes must be an object")
             if "exportable" in attrs and attrs["exportable"] != old.exportable:
