@@ -1,4 +1,4 @@
-"""`enclavekit pki root`: export the emulated trust root a VM's PCK certificate chains to."""
+"""`enclavekit pki root` (the emulated trust root of a VM's PCK chain) and `quote sample`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from click.testing import CliRunner
 from cryptography import x509
 
 from enclavekit.cli import main
+from enclavekit.dcap.quote import Quote
+from enclavekit.errors import DeviceUnavailable
+from enclavekit.host import VM
 from enclavekit.vm.provisioning import Provisioning
 
 
@@ -62,3 +65,41 @@ def test_env_home_selects_the_pki(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert code == 0
     assert x509.load_pem_x509_certificate(out.encode()) == Provisioning.open(
         tmp_path).root_certificate
+
+
+def test_quote_sample_writes_a_quote_of_the_sample_enclave(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    assert run("vm", "--data-dir", d, "create", "dev", "--size", "DC1s_v2")[0] == 0
+    out = tmp_path / "q.bin"
+    code, _, err = run("quote", "sample", "--vm", "dev", "--data-dir", d, "--report-data",
+                       "00ff" * 4, "-o", str(out))
+    assert code == 0, err
+    assert "REPORTDATA 00ff00ff00ff00ff" in err
+    q = Quote.parse(out.read_bytes())
+    assert q.version == 3
+    assert q.body.reportdata == bytes.fromhex("00ff" * 4).ljust(64, b"\0")
+    chain = q.certification_data.pck_chain()
+    assert chain[0] == Provisioning.open(tmp_path).pck_certificate("dev")
+    with pytest.raises(DeviceUnavailable):  # the device started for the command is gone
+        VM.open("dev", d)
+    code, _, err = run("quote", "sample", "--vm", "dev", "--data-dir", d, "--version", "4",
+                       "-o", str(out))
+    assert code == 0, err
+    assert Quote.parse(out.read_bytes()).version == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--report-data", "zz"], "not hexadecimal"),
+    (["--report-data", "00" * 65], "65 bytes; at most 64"),
+])
+def test_quote_sample_bad_report_data_is_a_usage_error(tmp_path: Path, args: list[str],
+                                                       message: str) -> None:
+    code, _, err = run("quote", "sample", "--vm", "dev", "--data-dir", str(tmp_path), *args,
+                       "-o", str(tmp_path / "q"))
+    assert code == 2 and message in err
+
+
+def test_quote_sample_unknown_vm(tmp_path: Path) -> None:
+    code, _, err = run("quote", "sample", "--vm", "ghost", "--data-dir", str(tmp_path),
+                       "-o", str(tmp_path / "q"))
+    assert code == 1 and "VMNotFound: no VM named 'ghost'" in err

@@ -34,9 +34,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import attest, demo, enclave, keys, pccs, pki, quote, sgxs, sigstruct, vm
+    from . import attest, demo, enclave, keys, pccs, pki, quote, quote_sample, sgxs, sigstruct, vm
 
-    for module in (keys, sgxs, sigstruct, vm, enclave, quote, pki, pccs, attest, demo):
+    for module in (keys, sgxs, sigstruct, vm, enclave, quote, quote_sample, pki, pccs, attest,
+                   demo):
         module.register(main)
 
 

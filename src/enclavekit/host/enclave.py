@@ -215,6 +215,10 @@ class Enclave:
             call = decode_value(frame.payload, p.Call)
             sig = self._ocall_sigs.get(call.name)
             fn = self._ocall_fns.get(call.name)
+            if sig is None:  # the built-in quoting ocalls every enclave may make
+                from .quoting import builtin_ocall
+
+                sig, fn = builtin_ocall(self._vm, call.name) or (None, None)
             if sig is None or fn is None:
                 raise UnknownEcall(f"ocall {call.name!r} is not "
                                    f"{'registered on the host' if sig else 'declared'}")

@@ -68,6 +68,11 @@ RUNTIME_MODULES = (
     "enclavekit/enclave/seal.py",
     "enclavekit/enclave/counters.py",
     "enclavekit/enclave/switchless.py",
+    "enclavekit/enclave/quote.py",
+    "enclavekit/sgx/keys.py",
+    "enclavekit/dcap/arch.py",
+    "enclavekit/dcap/ecdsa.py",
+    "enclavekit/dcap/quote.py",
 )
 """The enclavekit files the runtime consists of (their packages' other files never load)."""
 THIRD_PARTY = ("msgpack", "cryptography", "_cffi_backend")
