@@ -415,11 +415,11 @@ class ReleasePolicyInvalid(KeyParameterError):
 
 
 class TokenRejected(KeyReleaseError):
-    """An attestation token failed verification (format, algorithm, key, signature, issuer, time)."""
+    """An attestation token failed verification (format, algorithm, key, signature, iss, time)."""
 
 
 class KeyStateError(KeyReleaseError):
-    """The key's state forbids the operation (disabled, expired, not exportable, immutable policy)."""
+    """The key's state forbids the operation (disabled, expired, not exportable, immutable)."""
 
 
 class UnknownVMSize(EnclaveKitError, ValueError):

@@ -34,10 +34,23 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import attest, demo, enclave, keys, pccs, pki, quote, quote_sample, sgxs, sigstruct, vm
+    from . import (
+        attest,
+        demo,
+        enclave,
+        keys,
+        kms,
+        pccs,
+        pki,
+        quote,
+        quote_sample,
+        sgxs,
+        sigstruct,
+        vm,
+    )
 
     for module in (keys, sgxs, sigstruct, vm, enclave, quote, quote_sample, pki, pccs, attest,
-                   demo):
+                   kms, demo):
         module.register(main)
 
 

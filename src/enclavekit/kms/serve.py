@@ -13,7 +13,7 @@ import datetime
 import ipaddress
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +24,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
 
 from .._fs import atomic_write
+from ..errors import KeyParameterError
 from .app import create_app
 from .audit import AuditLog
 from .release import ReleaseService, ReleaseSigner
 from .store import KeyStore
 from .tokens import TokenVerifier, TrustedAuthority
 
-__all__ = ["KMSService", "ServerThread", "build_service", "ensure_tls"]
+__all__ = ["KMSService", "ServerThread", "build_service", "ensure_tls", "run"]
 
 
 def ensure_tls(data_dir: Path) -> tuple[Path, Path]:
@@ -146,3 +147,32 @@ class ServerThread:
         self._server.should_exit = True
         self._server.force_exit = True  # do not wait for idle keep-alive connections
         self._thread.join(timeout=10)
+
+
+def run(service: KMSService, host: str = "127.0.0.1", port: int = 8443, *,
+        on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``service`` over HTTPS in the foreground until interrupted; ``on_ready`` gets the
+    base URL (the socket is bound first, so ``port=0`` reports the port it got)."""
+    import socket
+
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError as exc:
+        sock.close()
+        raise KeyParameterError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    try:
+        bound = sock.getsockname()[1]
+        if on_ready is not None:
+            on_ready(f"https://{host}:{bound}" if ":" not in host else f"https://[{host}]:{bound}")
+        config = uvicorn.Config(service.app, log_level="warning", lifespan="off",
+                                access_log=False, ssl_certfile=str(service.cert_path),
+                                ssl_keyfile=str(service.key_path))
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
