@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,7 +72,7 @@ def keys_list(data_dir: str | None, as_json: bool) -> None:
     from ..kms.store import KeyStore
 
     store = KeyStore(_dir(data_dir))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in store.names():
         try:
             versions = store.versions(name)
