@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,3 +258,28 @@ def test_vm_restart_reloads_the_architectural_enclaves(tmp_path: Path) -> None:
             q = Quote.parse(quoter.quote(app.ecalls.make_report(quoter.target_info(), b"b")))
         assert quoter.loads == 2
         assert q.body.reportdata[:1] == b"b"
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_quotes_verify_with_the_collateral_service_and_only_under_the_emulated_root(
+        setup: Setup, version: int) -> None:
+    """DCAP verification end to end in-process (the multi-process one is
+    tests/attest/test_remote_e2e.py); QV-12 both ways for our quotes."""
+    from enclavekit.attest.pccs.operator import Operator
+    from enclavekit.dcap.collateral import Collateral
+    from enclavekit.dcap.roots import intel_sgx_root_ca
+    from enclavekit.dcap.verify import verify_quote
+    from enclavekit.errors import CertificateChainError
+
+    _, q = _quote(setup, b"remote nonce", version=version)
+    collateral = Collateral.from_json(json.dumps(Operator(setup.store.root).collateral("testvm")))
+    result = verify_quote(q.to_bytes(), collateral, trusted_roots=[setup.prov.root_certificate])
+    assert result.status == "UpToDate" and result.advisory_ids == ()
+    assert result.mrenclave == setup.app.mrenclave and result.mrsigner == setup.app.mrsigner
+    assert result.report_data == b"remote nonce".ljust(64, b"\0")
+    assert not result.debug
+    assert result.pck_serial == setup.prov.pck_certificate("testvm").serial_number
+    with pytest.raises(CertificateChainError):  # pinned to Intel's root: never an emulated quote
+        verify_quote(q.to_bytes(), collateral)
+    with pytest.raises(CertificateChainError):
+        verify_quote(q.to_bytes(), collateral, trusted_roots=[intel_sgx_root_ca()])
