@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from cryptography import x509
 
 from enclavekit.cli import main
+from enclavekit.host.vm import VM
 from enclavekit.vm.platform import PlatformStore
 from enclavekit.vm.provisioning import Provisioning
 
@@ -42,7 +43,7 @@ def test_recover_revoke_status(d: str) -> None:
                          "--advisory", "ENCLAVEKIT-SA-0001")
     assert code == 0, err
     assert "PCESVN 13 -> 14" in out and "tcbEvaluationDataNumber 2" in out
-    assert "enclavekit vm restart a" in out
+    assert "the next device started for VM a quotes at the new TCB" in out
     code, out, err = run("pccs", "--data-dir", d, "recover", "--vm", "a",
                          "--cpusvn", "08090303ffff01000000000000000000", "--advisory", "EK-2")
     assert code == 0, err
@@ -65,6 +66,17 @@ def test_recover_revoke_status(d: str) -> None:
     code, out, _ = run("pccs", "--data-dir", d, "status")
     assert code == 0 and "tcbEvaluationDataNumber 3" in out and "OutOfDate" in out
     assert serials[0] in out
+
+
+def test_recover_tells_to_stop_and_start_a_running_device(d: str) -> None:
+    vm = VM.start("a", d)
+    try:
+        code, out, err = run("pccs", "--data-dir", d, "recover", "--vm", "a", "--pcesvn", "14",
+                             "--advisory", "EK-1")
+    finally:
+        vm.stop()
+    assert code == 0, err
+    assert "enclavekit vm stop a && enclavekit vm start a" in out
 
 
 def test_status_of_a_fresh_data_directory(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from ..attest.pccs.operator import Operator
 from ..attest.pccs.publish import Publisher
 from ..attest.pccs.serve import DEFAULT_HOST, run
 from ..attest.pccs.state import format_time
+from ..errors import DeviceUnavailable
+from ..host.vm import VM
 from ..vm.datadir import data_dir
 
 
@@ -93,7 +95,20 @@ def recover(ctx: click.Context, vm: str, pcesvn: int | None, cpusvn: str | None,
     click.echo(f"VM {vm}: CPUSVN {done.old_cpusvn.hex()} -> {done.new_cpusvn.hex()}, "
                f"PCESVN {done.old_pcesvn} -> {done.new_pcesvn}; new PCK certificate serial "
                f"{done.pck_serial:x}; tcbEvaluationDataNumber {done.tcb_evaluation_data_number}")
-    click.echo(f"restart the VM ('enclavekit vm restart {vm}') so new quotes use the new TCB")
+    if _device_running(ctx, vm):
+        click.echo(f"VM {vm}'s device still runs at the old TCB and cannot quote until it is "
+                   f"stopped and started again: enclavekit vm stop {vm} && "
+                   f"enclavekit vm start {vm}")
+    else:
+        click.echo(f"the next device started for VM {vm} quotes at the new TCB")
+
+
+def _device_running(ctx: click.Context, vm: str) -> bool:
+    try:
+        VM.open(vm, _dir(ctx)).close()
+    except DeviceUnavailable:
+        return False
+    return True
 
 
 @group.command("revoke")
