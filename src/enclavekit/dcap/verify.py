@@ -24,6 +24,7 @@ default: a stale CRL is refused unless the caller explicitly allows a grace peri
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -169,12 +170,19 @@ def _cn(name: x509.Name) -> str:
     return str(attrs[0].value) if attrs else ""
 
 
+@functools.lru_cache(maxsize=512)
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
+@functools.lru_cache(maxsize=512)
+def _names(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """(issuer, subject) as DER, compared byte for byte as QVL does."""
+    return cert.issuer.public_bytes(), cert.subject.public_bytes()
+
+
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, what: str) -> None:
-    if cert.issuer.public_bytes() != issuer.subject.public_bytes():
+    if _names(cert)[0] != _names(issuer)[1]:
         raise CertificateChainError(check, f"{what}: issuer {cert.issuer.rfc4514_string()!r} "
                                            f"is not {issuer.subject.rfc4514_string()!r}")
     try:
@@ -201,7 +209,7 @@ def _cert_time(cert: x509.Certificate, at: datetime, check: str, what: str) -> N
 
 
 def _crl_issuer(crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str) -> None:
-    if crl.issuer.public_bytes() != issuer.subject.public_bytes():
+    if crl.issuer.public_bytes() != _names(issuer)[1]:
         raise VerificationFailed("crl", f"{what} is issued by {crl.issuer.rfc4514_string()!r}, "
                                         f"not {issuer.subject.rfc4514_string()!r}")
     try:
@@ -284,6 +292,24 @@ def _parse_collateral(collateral: Collateral) -> _Parsed:
 
 
 @dataclass(frozen=True)
+class _Certs:
+    """A PCK chain as parsed (not yet checked) and its leaf's SGX extension (or why not)."""
+
+    certs: list[x509.Certificate]
+    ext: PckExtension | CollateralFormatError
+
+
+def _parse_chain(certs: list[x509.Certificate]) -> _Certs:
+    try:
+        ext: PckExtension | CollateralFormatError = PckExtension.from_certificate(certs[0])
+    except CollateralFormatError as exc:
+        ext = exc
+    except ValueError as exc:  # pyca's lazy parse of a malformed extension block
+        ext = CollateralFormatError(f"PCK certificate extensions do not parse: {exc}")
+    return _Certs(certs, ext)
+
+
+@dataclass(frozen=True)
 class _Chain:
     leaf: x509.Certificate
     ca: x509.Certificate
@@ -303,18 +329,23 @@ class Verifier:
         trusted_roots: roots a chain may end at (exact certificates). Default: Intel's
             production SGX Root CA only. Emulation roots must be passed explicitly.
         crl_grace: how long past nextUpdate a CRL is still accepted (default: not at all).
-        cache_size: entries per cache; 0 checks everything on every call.
+        cache_size: entries per cache; 0 parses and checks everything on every call.
+        cache_validation: keep validated chains and collateral (default). False re-checks every
+            signature, chain, CRL and window on every call and memoizes parsing only.
     """
 
     def __init__(self, trusted_roots: Sequence[x509.Certificate] | None = None, *,
-                 crl_grace: timedelta = timedelta(0), cache_size: int = 64) -> None:
+                 crl_grace: timedelta = timedelta(0), cache_size: int = 64,
+                 cache_validation: bool = True) -> None:
         roots = list(trusted_roots) if trusted_roots is not None else [intel_sgx_root_ca()]
         if not roots:
             raise ValueError("at least one trusted root is required")
         self._roots = {_der(r): r for r in roots}
         self._grace = crl_grace
         self._size = cache_size
+        self._keep = cache_validation and cache_size > 0
         self._parsed: OrderedDict[bytes, _Parsed] = OrderedDict()
+        self._certs: OrderedDict[bytes, _Certs] = OrderedDict()
         self._chains: OrderedDict[tuple[bytes, bytes], _Chain] = OrderedDict()
         self._validated: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
 
@@ -340,29 +371,34 @@ class Verifier:
         if parsed is None:
             parsed = _parse_collateral(collateral)
             self._store(self._parsed, ckey, parsed)
-        chain = self._chains.get((ckey, chain_pem)) if self._size else None
+        chain = self._chains.get((ckey, chain_pem)) if self._keep else None
         if chain is None:
-            certs = self._load_chain(chain_pem, q)
+            certs = self._certs.get(chain_pem) if self._size else None
+            if certs is None:
+                certs = _parse_chain(self._load_chain(chain_pem, q))
+                self._store(self._certs, chain_pem, certs)
             with _malformed("pck_chain"):
                 chain = self._check_chain(certs, parsed)  # A: signatures
-            self._store(self._chains, (ckey, chain_pem), chain)
+            if self._keep:
+                self._store(self._chains, (ckey, chain_pem), chain)
         vkey = (ckey, _der(chain.root))
-        validated = self._size > 0 and vkey in self._validated
+        validated = self._keep and vkey in self._validated
         try:
             with _malformed("pck_chain"):
                 self._chain_times(chain, parsed, when)  # A: time
             if not validated:
                 with _malformed("tcb_info_chain"):
                     self._check_signed(parsed, chain.root, "tcb_info")  # B
-                with _malformed("qe_identity_chain"):
-                    self._check_signed(parsed, chain.root, "qe_identity")  # C
+                with _malformed("qe_identity_chain"):  # C (one signer cert: checked once)
+                    self._check_signed(parsed, chain.root, "qe_identity",
+                                       signer_checked=parsed.qe_chain[0] == parsed.tcb_chain[0])
             with _malformed("tcb_info_chain"):
                 self._signed_times(parsed, when)
         except VerificationFailed:
             self._chains.pop((ckey, chain_pem), None)
             self._validated.pop(vkey, None)
             raise
-        if not validated:
+        if not validated and self._keep:
             self._store(self._validated, vkey, True)
         return self._check_quote(q, chain, parsed, when)  # D
 
@@ -416,7 +452,8 @@ class Verifier:
                 f"{what} ends at {_cn(root.subject)!r} (sha256 {digest[:16]}...), "
                 "which is not a trusted root")
 
-    def _check_chain(self, certs: list[x509.Certificate], parsed: _Parsed) -> _Chain:
+    def _check_chain(self, parsed_chain: _Certs, parsed: _Parsed) -> _Chain:
+        certs = parsed_chain.certs
         if len(certs) != 3:
             raise CertificateChainError(
                 "pck_chain", f"PCK chain has {len(certs)} certificates, expected 3 "
@@ -440,7 +477,7 @@ class Verifier:
             raise CertificateChainError("pck_chain", "PCK certificate key is not EC P-256")
         _crl_issuer(parsed.root_crl, root, "root CA CRL")
         _crl_issuer(parsed.pck_crl, ca, "PCK CRL")
-        if parsed.pck_crl.issuer.public_bytes() != leaf.issuer.public_bytes():
+        if parsed.pck_crl.issuer.public_bytes() != _names(leaf)[0]:
             raise VerificationFailed("crl", "PCK CRL issuer differs from the PCK's issuer")
         if parsed.root_crl.get_revoked_certificate_by_serial_number(ca.serial_number):
             raise CertificateChainError(
@@ -448,11 +485,9 @@ class Verifier:
         if parsed.pck_crl.get_revoked_certificate_by_serial_number(leaf.serial_number):
             raise CertificateChainError(
                 "pck_revoked", f"PCK certificate serial {leaf.serial_number:x} is revoked")
-        try:
-            ext = PckExtension.from_certificate(leaf)
-        except CollateralFormatError as exc:
-            raise VerificationFailed("pck_extension", str(exc)) from exc
-        return _Chain(leaf=leaf, ca=ca, root=root, key=key, ext=ext)
+        if isinstance(parsed_chain.ext, CollateralFormatError):
+            raise VerificationFailed("pck_extension", str(parsed_chain.ext))
+        return _Chain(leaf=leaf, ca=ca, root=root, key=key, ext=parsed_chain.ext)
 
     def _chain_times(self, chain: _Chain, parsed: _Parsed, at: datetime) -> None:
         for cert, what in ((chain.root, "root CA"), (chain.ca, "PCK CA"),
@@ -463,7 +498,8 @@ class Verifier:
 
     # --- B and C: TCB info and QE identity ------------------------------------------------
 
-    def _check_signed(self, parsed: _Parsed, root: x509.Certificate, kind: str) -> None:
+    def _check_signed(self, parsed: _Parsed, root: x509.Certificate, kind: str, *,
+                      signer_checked: bool = False) -> None:
         certs = parsed.tcb_chain if kind == "tcb_info" else parsed.qe_chain
         check = f"{kind}_chain"
         what = "TCB info" if kind == "tcb_info" else "QE identity"
@@ -479,7 +515,8 @@ class Verifier:
         if _der(chain_root) != _der(root):
             raise CertificateChainError(check, f"{what} is issued under another root than "
                                                "the PCK chain")
-        _issued_by(signer, root, check, f"{what} signing certificate")
+        if not signer_checked:
+            _issued_by(signer, root, check, f"{what} signing certificate")
         if _is_ca(signer):
             raise CertificateChainError(check, f"{what} signing certificate is marked CA:TRUE")
         if parsed.root_crl.get_revoked_certificate_by_serial_number(signer.serial_number):
