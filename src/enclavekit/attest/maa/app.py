@@ -42,8 +42,8 @@ from ...errors import (
     QuoteFormatError,
     VerificationFailed,
 )
+from .jws import strict_json
 from .openapi import openapi_document
-from .request import strict_json
 from .service import AttestationService
 
 __all__ = ["MAX_BODY", "create_app", "error_status"]
@@ -92,8 +92,8 @@ async def _json(request: Request) -> Any:
     raw = await _body(request)
     try:
         return strict_json(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise AttestationRequestError("request body is not JSON") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AttestationRequestError(f"request body is not JSON ({exc})") from None
 
 
 async def _text(request: Request) -> str:

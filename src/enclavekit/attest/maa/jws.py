@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ...errors import AttestationRequestError
 
-__all__ = ["Jws", "b64decode_any", "b64url", "b64url_json", "parse_jws", "std_b64"]
+__all__ = ["Jws", "b64decode_any", "b64url", "b64url_json", "parse_jws", "std_b64", "strict_json"]
 
 _B64_RE = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 _SIGNED_ALGS = ("RS256", "RSA256")
@@ -65,9 +65,32 @@ def b64decode_any(text: object, what: str, code: str = "InvalidParameter") -> by
         raise AttestationRequestError(f"{what} is not base64 ({exc})", code) from None
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """``json.loads`` refusing duplicate keys (two parsers could read them differently) and
+    the NaN / Infinity extensions.
+
+    Raises:
+        ValueError: not strict JSON (``json.JSONDecodeError`` or a duplicate-key message).
+    """
+    return json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = strict_json(raw)
     except (UnicodeDecodeError, ValueError):
         raise AttestationRequestError(f"{what} is not JSON", "InvalidOperation") from None
     if not isinstance(value, dict):

@@ -18,9 +18,9 @@ from typing import Any
 from ...dcap.quote import OE_REPORT_HEADER_SIZE
 from ...errors import AttestationRequestError
 from .claims import HeldData
-from .jws import b64decode_any
+from .jws import b64decode_any, strict_json
 
-__all__ = ["MAX_NONCE", "AttestRequest", "parse_attest_request", "strict_json"]
+__all__ = ["MAX_NONCE", "AttestRequest", "parse_attest_request"]
 
 MAX_NONCE = 1024
 """Longest ``nonce`` echoed into a token (characters)."""
@@ -28,19 +28,6 @@ _MAX_POLICY = 64 * 1024
 _COMMON = ("runtimeData", "initTimeData", "draftPolicyForAttestation", "nonce")
 _EVIDENCE = {"SgxEnclave": "quote", "OpenEnclave": "report"}
 _DATA_FIELDS = ("data", "dataType")
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def strict_json(raw: bytes | str) -> Any:
-    """``json.loads`` without the NaN / Infinity extensions.
-
-    Raises:
-        ValueError: not (strict) JSON.
-    """
-    return json.loads(raw, parse_constant=_no_constants)
 
 
 @dataclass(frozen=True)
@@ -72,9 +59,9 @@ def _held(value: Any, name: str) -> HeldData | None:
         return HeldData(raw, False)
     try:
         parsed = strict_json(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise AttestationRequestError(f"{name}.data is declared JSON but is not UTF-8 JSON"
-                                      ) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AttestationRequestError(f"{name}.data is declared JSON but is not UTF-8 JSON "
+                                      f"({exc})") from None
     if not isinstance(parsed, dict):
         raise AttestationRequestError(f"{name}.data is declared JSON but is not a JSON object")
     return HeldData(raw, True, parsed)

@@ -47,6 +47,8 @@ STATE_FILE = "maa-state.json"
 _FORMAT = 1
 _KEY_BITS = 2048
 _CERT_YEARS = 10
+_MAX_APPLIED = 10_000
+"""Signed changes remembered per scope for replay refusal."""
 
 
 def canonical_type(name: str) -> str:
@@ -143,13 +145,14 @@ class ServiceState:
 
     def __init__(self, path: Path, mode: Mode, keys: list[SigningKey],
                  policies: dict[str, StoredPolicy], management_certs: list[x509.Certificate],
-                 common_name: str) -> None:
+                 common_name: str, applied: dict[str, list[str]] | None = None) -> None:
         self.path = path
         self.mode: Mode = mode
         self._keys = keys
         self._policies = policies
         self._certs = management_certs
         self._common_name = common_name
+        self._applied: dict[str, list[str]] = applied or {}
         self._lock = threading.RLock()
 
     # --- opening -----------------------------------------------------------------------
@@ -209,12 +212,13 @@ class ServiceState:
             certs = [x509.load_pem_x509_certificate(c.encode())
                      for c in doc["management_certificates"]]
             mode = doc["mode"]
+            applied = {str(k): [str(d) for d in v] for k, v in doc.get("applied", {}).items()}
             if mode not in MODES or not keys:
                 raise ValueError("bad mode or no signing key")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise AttestationError(f"{path}: attestation service state is unreadable "
                                         f"({exc})") from None
-        return cls(path, mode, keys, policies, certs, common_name)
+        return cls(path, mode, keys, policies, certs, common_name, applied)
 
     def _save(self) -> None:
         doc = {"format": _FORMAT, "mode": self.mode,
@@ -222,7 +226,8 @@ class ServiceState:
                "policies": {t: {"jws": p.jws, "text": p.text,
                                 "signer": _pem(p.signer) if p.signer else None}
                             for t, p in self._policies.items()},
-               "management_certificates": [_pem(c) for c in self._certs]}
+               "management_certificates": [_pem(c) for c in self._certs],
+               "applied": self._applied}
         atomic_write(self.path, json.dumps(doc, indent=1).encode())
 
     # --- signing keys ------------------------------------------------------------------
@@ -253,6 +258,21 @@ class ServiceState:
             self._save()
             return new
 
+    # --- replay record of signed changes ------------------------------------------------
+
+    def was_applied(self, scope: str, digest: str) -> bool:
+        """Whether a signed JWS with this SHA-256 was applied before in ``scope``."""
+        with self._lock:
+            return digest in self._applied.get(scope, ())
+
+    def _record(self, scope: str, digest: str | None) -> None:
+        if digest is None:
+            return
+        seen = self._applied.setdefault(scope, [])
+        if digest not in seen:
+            seen.append(digest)
+            del seen[:-_MAX_APPLIED]
+
     # --- policies ----------------------------------------------------------------------
 
     def policy(self, attestation_type: str) -> StoredPolicy:
@@ -264,14 +284,18 @@ class ServiceState:
         return StoredPolicy(default_policy_jws(DEFAULT_SGX_POLICY), DEFAULT_SGX_POLICY,
                             default=True)
 
-    def set_policy(self, attestation_type: str, policy: StoredPolicy) -> None:
+    def set_policy(self, attestation_type: str, policy: StoredPolicy,
+                   applied: str | None = None) -> None:
+        """Store ``policy``; ``applied``: the SHA-256 of the signed JWS, for replay checks."""
         with self._lock:
             self._policies[attestation_type] = policy
+            self._record(f"policy:{attestation_type}", applied)
             self._save()
 
-    def reset_policy(self, attestation_type: str) -> None:
+    def reset_policy(self, attestation_type: str, applied: str | None = None) -> None:
         with self._lock:
             self._policies.pop(attestation_type, None)
+            self._record(f"policy:{attestation_type}", applied)
             self._save()
 
     # --- policy-management certificates ------------------------------------------------
@@ -292,12 +316,16 @@ class ServiceState:
         self._certs.append(cert)
         return True
 
-    def add_management_cert(self, cert: x509.Certificate) -> None:
+    def add_management_cert(self, cert: x509.Certificate, scope: str = "certificates:add",
+                            applied: str | None = None) -> None:
         with self._lock:
             if self._add_cert(cert):
+                self._record(scope, applied)
                 self._save()
 
-    def remove_management_cert(self, cert: x509.Certificate) -> None:
+    def remove_management_cert(self, cert: x509.Certificate,
+                               scope: str = "certificates:remove",
+                               applied: str | None = None) -> None:
         """Remove ``cert`` (absent: nothing to do).
 
         Raises:
@@ -313,4 +341,5 @@ class ServiceState:
                                               "isolated-mode service cannot be removed",
                                               "InvalidOperation")
             self._certs = keep
+            self._record(scope, applied)
             self._save()
