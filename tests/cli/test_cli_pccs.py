@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner
@@ -77,6 +79,18 @@ def test_recover_tells_to_stop_and_start_a_running_device(d: str) -> None:
         vm.stop()
     assert code == 0, err
     assert "enclavekit vm stop a && enclavekit vm start a" in out
+
+
+def test_serve_window_days_sets_the_published_window(d: str) -> None:
+    with mock.patch("enclavekit.cli.pccs.run") as served:
+        code, _, err = run("pccs", "--data-dir", d, "serve", "--port", "0", "--window-days", "7")
+    assert code == 0, err
+    assert served.called
+    _, out, _ = run("pccs", "--data-dir", d, "status", "--json")
+    status = json.loads(out)
+    issue = datetime.fromisoformat(status["issueDate"].replace("Z", "+00:00"))
+    nxt = datetime.fromisoformat(status["nextUpdate"].replace("Z", "+00:00"))
+    assert nxt - issue == timedelta(days=7)
 
 
 def test_status_of_a_fresh_data_directory(tmp_path: Path) -> None:

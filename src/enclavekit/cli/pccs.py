@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -52,10 +53,15 @@ def group(ctx: click.Context, data_dir: str | None) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True,
               help="TCP port; 0 picks a free one (the URL is printed).")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
+@click.option("--window-days", type=click.IntRange(1, 3650), default=None,
+              help="issueDate -> nextUpdate of what is published from now on (kept in the "
+                   "state; default 30, or what was set before).")
 @click.pass_context
-def serve(ctx: click.Context, port: int, host: str) -> None:
+def serve(ctx: click.Context, port: int, host: str, window_days: int | None) -> None:
     """Serve TCB info, QE identity and CRLs at /sgx/certification/v4/... until interrupted."""
     publisher = Publisher.open(_dir(ctx))
+    if window_days is not None:
+        publisher.update(lambda s: s.with_window(timedelta(days=window_days)))
     publisher.current()  # sign (or load) before the first request; fails early on a bad PKI
 
     def ready(url: str) -> None:
