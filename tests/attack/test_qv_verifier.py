@@ -318,6 +318,48 @@ _FUZZ_BASE = forge()
 _FUZZ_VERIFIER = Verifier(_FUZZ_BASE.roots)
 
 
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(_FUZZ_BASE.quote)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["replace", "insert", "delete", "truncate", "splice"]))
+        pos = draw(st.integers(0, len(data) - 1))
+        if kind == "replace":
+            chunk = draw(st.binary(min_size=1, max_size=8))
+            data[pos:pos + len(chunk)] = chunk
+        elif kind == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del data[pos:pos + draw(st.integers(1, 64))]
+        elif kind == "truncate":
+            del data[pos:]
+        else:
+            other = draw(st.integers(0, len(data) - 1))
+            data[pos:pos + 32] = data[other:other + 32]
+        if not data:
+            break
+    return bytes(data)
+
+
+def _fuzz_once(data: bytes) -> None:
+    with contextlib.suppress(*TYPED):
+        _FUZZ_VERIFIER.verify(data, _FUZZ_BASE.collateral, at=_FUZZ_BASE.at)
+
+
+@settings(max_examples=300)
+@given(_mutated())
+def test_qv9_structured_mutations_give_only_typed_errors(data: bytes) -> None:
+    _fuzz_once(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=200_000)
+@given(_mutated())
+def test_qv9_long_fuzz_run(data: bytes) -> None:
+    """The long run (``--slow``): 200,000 mutated quotes, typed refusals only."""
+    _fuzz_once(data)
+
+
 def test_qv10_signed_json_checked_on_the_received_bytes() -> None:
     f = forge()
     spaced = dataclasses.replace(f.collateral, tcb_info=f.collateral.tcb_info.replace(

@@ -160,6 +160,7 @@ class Spec:
     pck_crl_next: datetime = NEXT
     tcb_issue: datetime = ISSUE
     tcb_next: datetime = NEXT
+    version: int = 3
     seed: int = 1
     tcb_chain_seed: int | None = None  # another PKI's root for the TCB info chain
 
@@ -208,7 +209,7 @@ def forge(spec: Spec | None = None, **changes: Any) -> Forged:
                       mrenclave=s.isv_mrenclave, mrsigner=s.isv_mrsigner, isvprodid=s.isvprodid,
                       isvsvn=s.isvsvn, reportdata=s.report_data).to_bytes()
     chain = pem(leaf, ca, p.root) + b"\x00"
-    quote = Quote(header=QuoteHeader(version=3, qe_svn=s.qe_isvsvn, pce_svn=s.pck_pcesvn,
+    quote = Quote(header=QuoteHeader(version=s.version, qe_svn=s.qe_isvsvn, pce_svn=s.pck_pcesvn,
                                      qe_vendor_id=s.vendor_id, user_data=bytes(20)),
                   report_body=body, signature=bytes(64), attestation_key=att_raw,
                   qe_report=qe_report, qe_report_signature=sign_raw(p.pck_key, qe_report),

@@ -213,3 +213,51 @@ def test_cases_cover_the_readme() -> None:
     sgx = {i for i in ids if "tdx" not in i}
     assert sgx <= set(CASES), sgx - set(CASES)
     assert isinstance(CASES["phala_sgx_2025"], Case)
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_sgx_quote_versions_verify(version: int) -> None:
+    """QVL accepts SGX quotes as v3, v4 (type-6 wrapper) and v5 (body descriptor signed)."""
+    from enclavekit.dcap.quote import Quote
+    from tests.dcap._forge import forge
+
+    f = forge(version=version)
+    q = Quote.parse(f.quote)
+    assert q.header.version == version
+    r = verify_quote(f.quote, f.collateral, trusted_roots=f.roots, at=f.at)
+    assert r.status == "UpToDate" and r.quote.version == version
+    if version == 5:  # the descriptor is inside the signed region
+        assert q.signed_bytes() == f.quote[: 48 + 6 + 384]
+    # flips inside the v4/v5 QE block are refused by the check that covers them
+    start = len(q.signed_bytes()) + 4 + 128 + (6 if version >= 4 else 0)
+    for offset, check in ((start + 10, "qe_report_signature"),
+                          (start + 384 + 5, "qe_report_signature"),
+                          (start + 384 + 64 + 2 + 3, "qe_report_data")):
+        data = bytearray(f.quote)
+        data[offset] ^= 0x40
+        with pytest.raises(VerificationFailed) as err:
+            verify_quote(bytes(data), f.collateral, trusted_roots=f.roots, at=f.at)
+        assert err.value.check == check
+
+
+def test_verifier_is_safe_across_threads() -> None:
+    import threading
+
+    case = CASES["phala_sgx_2025"]
+    verifier = Verifier(cache_size=2)
+    other = CASES["phala_sgx_2023"]
+    errors: list[BaseException] = []
+
+    def work(c: Case) -> None:
+        try:
+            for _ in range(20):
+                assert verifier.verify(c.quote, c.collateral, at=c.at).status == c.status
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in (case, other, case, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

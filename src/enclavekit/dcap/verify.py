@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -348,6 +349,7 @@ class Verifier:
         self._certs: OrderedDict[bytes, _Certs] = OrderedDict()
         self._chains: OrderedDict[tuple[bytes, bytes], _Chain] = OrderedDict()
         self._validated: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
+        self._lock = threading.Lock()
 
     # --- public ---------------------------------------------------------------------------
 
@@ -407,10 +409,11 @@ class Verifier:
     def _store(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         if not self._size:
             return
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > self._size:
-            cache.popitem(last=False)
+        with self._lock:  # one verifier may serve several threads (a service's pool)
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > self._size:
+                cache.popitem(last=False)
 
     # --- D.1 and the PCK chain's source ---------------------------------------------------
 
