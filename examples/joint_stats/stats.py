@@ -1,10 +1,15 @@
 """The joint-statistics enclave: statistics over two owners' records, seen only in here.
 
-Flow (the host only relays bytes between the owner agent and this enclave):
+Flow (the host only relays bytes between the owners and this enclave):
 
-1. ``attest_start/respond/finish``: mutual local attestation with the owner agent
-   (same MRSIGNER as this enclave, not DEBUG), giving a 32-byte session key.
-2. ``receive_keys``: each owner's AES-256-GCM data key, wrapped under the session key.
+1. ``quote_for(owner, nonce)``: remote attestation. A fresh X25519 key for ``owner`` and a
+   DCAP quote of this enclave whose REPORTDATA binds it to the owner's nonce
+   (:func:`quote_binding`); the owner verifies the quote (PCK chain to the root it trusts,
+   collateral, identity, binding) before trusting the key.
+2. ``receive_key(owner, owner_public, wrapped)``: the owner's AES-256-GCM data key,
+   wrapped under a key agreed with that X25519 key (:func:`wrap_key`). (Alternatively
+   ``attest_start/respond/finish`` + ``receive_keys``: local attestation with the owner
+   agent enclave on the same VM, same MRSIGNER, not DEBUG, and keys under its session key.)
 3. ``add_records``: record batches encrypted by their owner (AES-GCM, batch number in
    the associated data; a batch number is accepted once).
 4. ``compute``: count, mean, min and max of each numeric field over both owners'
@@ -22,9 +27,12 @@ import json
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from enclavekit.enclave import SealPolicy, ecall, identity, seal, unseal
+from enclavekit.enclave import SealPolicy, ecall, get_quote, identity, seal, unseal
 from enclavekit.enclave.local import LocalAttestation, PeerPolicy
 
 FIELDS = ("age", "income")
@@ -37,6 +45,20 @@ _session_key: bytes | None = None
 _keys: dict[str, bytes] = {}
 _records: dict[str, list[dict[str, int]]] = {}
 _batches: set[tuple[str, int]] = set()
+_offers: dict[str, X25519PrivateKey] = {}
+
+
+def quote_binding(owner: str, public: bytes, nonce: bytes) -> bytes:
+    """REPORTDATA of the quote for ``owner``: SHA-256(label ‖ owner ‖ X25519 public key ‖
+    the owner's nonce) ‖ 32 zero bytes (the owner computes the same to check it)."""
+    label = f"joint-stats/v1/quote/{owner}/".encode()
+    return hashlib.sha256(label + public + nonce).digest() + bytes(32)
+
+
+def wrap_key(secret: bytes, owner: str, enclave_public: bytes, owner_public: bytes) -> bytes:
+    """The AES-256 key an owner wraps its data key under: HKDF-SHA256 over the X25519 secret."""
+    info = f"joint-stats/v1/wrap/{owner}/".encode() + enclave_public + owner_public
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
 
 def session_fingerprint(key: bytes) -> bytes:
@@ -60,6 +82,39 @@ def _open(key: bytes, blob: bytes, aad: bytes, what: str) -> bytes:
 def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+@ecall
+def quote_for(owner: str, nonce: bytes) -> bytes:
+    """Remote attestation for ``owner``: a quote binding a fresh X25519 key to the owner's
+    nonce, followed by that 32-byte public key."""
+    if not 16 <= len(nonce) <= 64:
+        raise ValueError(f"the owner's nonce must be 16-64 bytes, found {len(nonce)}")
+    key = X25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    _offers[owner] = key
+    return get_quote(quote_binding(owner, public, nonce)) + public
+
+
+@ecall
+def receive_key(owner: str, owner_public: bytes, wrapped: bytes) -> list[str]:
+    """Unwrap ``owner``'s data key with the key agreed for the quote of ``quote_for``
+    (used once); return the owners whose keys this enclave holds."""
+    if owner in _keys:
+        raise PermissionError(f"{owner} already gave its key; it cannot be replaced")
+    key = _offers.pop(owner, None)
+    if key is None:
+        raise PermissionError(f"no quote was made for {owner!r}: call quote_for first")
+    if len(owner_public) != 32:
+        raise ValueError(f"owner public key must be 32 bytes, found {len(owner_public)}")
+    secret = key.exchange(X25519PublicKey.from_public_bytes(owner_public))
+    wrapping = wrap_key(secret, owner, key.public_key().public_bytes_raw(), owner_public)
+    data_key = _open(wrapping, wrapped, _aad("key", owner), f"data key of {owner}")
+    if len(data_key) != 32:
+        raise ValueError(f"data key of {owner} is {len(data_key)} bytes, expected 32")
+    _keys[owner] = data_key
+    _records.setdefault(owner, [])
+    return sorted(_keys)
 
 
 @ecall

@@ -103,3 +103,22 @@ def test_quote_sample_unknown_vm(tmp_path: Path) -> None:
     code, _, err = run("quote", "sample", "--vm", "ghost", "--data-dir", str(tmp_path),
                        "-o", str(tmp_path / "q"))
     assert code == 1 and "VMNotFound: no VM named 'ghost'" in err
+
+
+def test_demo_checks_the_enclave_with_a_quote(tmp_path: Path) -> None:
+    """`enclavekit demo` (item 6): each owner verifies a quote before giving its key, and a
+    verifier pinned to Intel's root refuses it; the full demo checks are tests/cli/test_demo.py."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ENCLAVEKIT_HOME": str(tmp_path), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "enclavekit", "demo"], env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for name in ("Alice", "Bob"):
+        assert f"{name}: quote v3 verified, TCB UpToDate, MRENCLAVE and MRSIGNER as expected" \
+            in out
+    assert "refuses the same quote (QV-12): CertificateChainError" in out
+    assert out.index("quote v3 verified") < out.index("wrapped key alice")

@@ -283,3 +283,42 @@ def test_quotes_verify_with_the_collateral_service_and_only_under_the_emulated_r
         verify_quote(q.to_bytes(), collateral)
     with pytest.raises(CertificateChainError):
         verify_quote(q.to_bytes(), collateral, trusted_roots=[intel_sgx_root_ca()])
+
+
+def test_demo_app_key_transfer_by_quote_and_its_refusals(setup: Setup) -> None:
+    """examples/joint_stats's remote key transfer (what `enclavekit demo` runs): an owner's
+    nonce and the enclave's key are bound in the quote; a stale nonce, swapped or replayed
+    wrapped keys and a second key for an owner are refused."""
+    import os
+
+    from enclavekit.attest.pccs.operator import Operator
+    from enclavekit.cli.demo import RemoteVerifier, quote_binding, wrap_for
+    from enclavekit.dcap.collateral import Collateral
+    from enclavekit.errors import EcallError, VerificationFailed
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    image = build(examples / "joint_stats").sign(session_signing_key())
+    collateral = Collateral.from_json(json.dumps(Operator(setup.store.root).collateral("testvm")))
+    verifier = RemoteVerifier(setup.prov.root_certificate, collateral)
+    keys = {owner: os.urandom(32) for owner in ("alice", "bob")}
+    with setup.vm.load(image) as compute:
+        offers = {}
+        for owner in keys:
+            nonce = os.urandom(32)
+            answer = compute.ecalls.quote_for(owner, nonce)
+            quote, public = answer[:-32], answer[-32:]
+            result = verifier.check(quote, image, quote_binding(owner, public, nonce))
+            assert result.status == "UpToDate" and result.mrenclave == image.mrenclave
+            with pytest.raises(VerificationFailed, match="report_data"):  # a stale nonce
+                verifier.check(quote, image, quote_binding(owner, public, os.urandom(32)))
+            with pytest.raises(VerificationFailed, match="report_data"):  # the host's key
+                verifier.check(quote, image, quote_binding(owner, os.urandom(32), nonce))
+            offers[owner] = wrap_for(owner, keys[owner], public)
+        with pytest.raises(EcallError, match="authentication failed"):  # swapped by the host
+            compute.ecalls.receive_key("alice", *offers["bob"])
+        with pytest.raises(EcallError, match="no quote was made for 'alice'"):  # used once
+            compute.ecalls.receive_key("alice", *offers["alice"])
+        assert compute.ecalls.receive_key("bob", *offers["bob"]) == ["bob"]
+        fresh = compute.ecalls.quote_for("bob", os.urandom(32))
+        with pytest.raises(EcallError, match="bob already gave its key"):
+            compute.ecalls.receive_key("bob", *wrap_for("bob", os.urandom(32), fresh[-32:]))

@@ -1,15 +1,17 @@
 """`enclavekit demo`: two data owners, joint statistics in an enclave, the host sees ciphertext.
 
-The flow (public calls only; the apps are ``examples/joint_stats`` and
-``examples/owner_agent`` of the source checkout):
+The flow (public calls only; the app is ``examples/joint_stats`` of the source checkout):
 
 1. Alice and Bob each make an AES-256-GCM data key and encrypt their records.
-2. Both apps are built and signed with a key made for this run and loaded (production
+2. The app is built and signed with a key made for this run and loaded (production
    mode) on the embedded default VM.
-3. The owners hand their keys to the owner agent enclave with the identity they expect
-   of the compute enclave (MRENCLAVE/MRSIGNER they computed from the signed file).
-   The agent attests the compute enclave locally and releases the keys wrapped under
-   the session key; the host relays those bytes.
+3. Each owner checks the compute enclave remotely: a DCAP quote over the owner's fresh
+   nonce and a key the enclave made for it, verified with the emulated root of the VM's
+   data directory as the only trust root and the collateral service's collateral, and
+   appraised (UpToDate, the MRENCLAVE/MRSIGNER the owner computed from the signed file,
+   not DEBUG, REPORTDATA binding key and nonce). Only then the owner wraps its key to
+   that enclave key; the host relays the bytes. A verifier pinned to Intel's root
+   refuses the same quote (QV-12).
 4. The compute enclave decrypts, computes, and returns each owner's copy encrypted
    under that owner's key; the owners decrypt and compare with a plain computation.
 5. A compute image with one changed byte in a measured page is refused by EINIT.
@@ -127,6 +129,76 @@ def tamper(image: Any) -> Any:
     return type(image)(metadata, sgxs, image.sigstruct)
 
 
+def quote_binding(owner: str, public: bytes, nonce: bytes) -> bytes:
+    """The REPORTDATA the owner expects (``examples/joint_stats``: ``quote_binding``)."""
+    label = f"joint-stats/v1/quote/{owner}/".encode()
+    return hashlib.sha256(label + public + nonce).digest() + bytes(32)
+
+
+def wrap_for(owner: str, data_key: bytes, enclave_public: bytes) -> tuple[bytes, bytes]:
+    """The owner's side of the key transfer: an X25519 key of its own and the data key
+    wrapped under HKDF-SHA256 of the shared secret (``examples/joint_stats``: ``wrap_key``)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    mine = X25519PrivateKey.generate()
+    public = mine.public_key().public_bytes_raw()
+    secret = mine.exchange(X25519PublicKey.from_public_bytes(enclave_public))
+    info = f"joint-stats/v1/wrap/{owner}/".encode() + enclave_public + public
+    wrapping = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+    return public, _seal(wrapping, data_key, _aad("key", owner))
+
+
+class RemoteVerifier:
+    """The owners' DCAP verifier: the emulated root of the default VM's data directory as
+    the only trust root, collateral from the collateral service, a strict appraisal."""
+
+    def __init__(self, root: Any, collateral: Any) -> None:
+        self.root = root
+        self.collateral = collateral
+
+    @classmethod
+    def for_default_vm(cls) -> RemoteVerifier:
+        from ..attest.pccs.operator import Operator
+        from ..dcap.collateral import Collateral
+        from ..host.vm import DEFAULT_VM
+        from ..vm.datadir import data_dir
+        from ..vm.provisioning import Provisioning
+
+        home = data_dir()
+        collateral = Collateral.from_json(json.dumps(Operator(home).collateral(DEFAULT_VM)))
+        return cls(Provisioning.open(home).root_certificate, collateral)
+
+    @property
+    def root_name(self) -> str:
+        return str(self.root.subject.rfc4514_string())
+
+    def check(self, quote: bytes, expected: Any, report_data: bytes) -> Any:
+        """Verify ``quote`` and appraise it: UpToDate, the expected identity, not DEBUG,
+        REPORTDATA as given. Raises VerificationFailed (or a format error) otherwise."""
+        from ..dcap.policy import AppraisalPolicy
+        from ..dcap.verify import verify_quote
+
+        result = verify_quote(quote, self.collateral, trusted_roots=[self.root])
+        policy = AppraisalPolicy.build(mrenclave=[expected.mrenclave],
+                                       mrsigner=[expected.mrsigner], report_data=report_data)
+        return policy.check(result)
+
+    def refused_under_intel_root(self, quote: bytes) -> str:
+        """The refusal of a verifier that trusts only Intel's root (QV-12), as one line."""
+        from ..dcap.verify import verify_quote
+
+        try:
+            verify_quote(quote, self.collateral)
+        except EnclaveKitError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        raise EnclaveKitError("a verifier pinned to Intel's root accepted an emulated quote")
+
+
 def _step(console: Console, text: str) -> None:
     console.print(f"\n[bold cyan]▸ {text}[/]")
 
@@ -161,10 +233,9 @@ def run(console: Console, examples: Path | None = None) -> int:
         console.print(f"  {OWNERS[owner][0]}: {len(rows)} records in {len(batches[owner])} "
                       "encrypted batches")
 
-    _step(console, "2. Build and sign the two example apps; load them on the default VM")
+    _step(console, "2. Build and sign the compute app; load it on the default VM")
     signing_key = enclavekit.SigningKey.generate()
     compute_file = enclavekit.build(examples / "joint_stats").sign(signing_key)
-    agent_file = enclavekit.build(examples / "owner_agent").sign(signing_key)
     # The owners compute the expected identity themselves, from the signed file's bytes.
     expected = enclavekit.EnclaveFile.from_bytes(compute_file.to_bytes())
     assert expected.mrsigner is not None
@@ -173,34 +244,34 @@ def run(console: Console, examples: Path | None = None) -> int:
     vm = enclavekit.VM.default()
     with contextlib.ExitStack() as stack:
         compute = stack.enter_context(vm.load(compute_file))
-        agent = stack.enter_context(vm.load(agent_file))
         console.print(f"  loaded joint_stats (enclave {compute.enclave_id}, debug "
-                      f"{compute.debug}) and owner_agent (enclave {agent.enclave_id}, debug "
-                      f"{agent.debug})")
+                      f"{compute.debug})")
 
-        _step(console, "3. Owners give their keys to the owner agent; it attests joint_stats")
+        _step(console, "3. Each owner checks joint_stats with a quote, then wraps its key to it")
+        verifier = RemoteVerifier.for_default_vm()
+        console.print(f"  the owners trust only the emulated root {verifier.root_name} and "
+                      "the collateral service's collateral", highlight=False)
         for owner in OWNERS:
-            agent.ecalls.deposit_key(owner, keys[owner], expected.mrenclave, expected.mrsigner)
-        console.print("  (keys go to the owners' own enclave; remote attestation and key "
-                      "release replace this step later)", style="dim")
-        hello_agent = host.saw("agent TARGETINFO + nonce", agent.ecalls.attest_start())
-        hello_compute = host.saw("compute TARGETINFO + nonce", compute.ecalls.attest_start())
-        offer_agent = host.saw("agent REPORT + pubkey", agent.ecalls.attest_respond(
-            hello_compute))
-        offer_compute = host.saw("compute REPORT + pubkey", compute.ecalls.attest_respond(
-            hello_agent))
-        fp_agent = agent.ecalls.attest_finish(offer_compute)
-        fp_compute = compute.ecalls.attest_finish(offer_agent)
-        if fp_agent != fp_compute:
-            console.print("[red]FAIL: the two enclaves derived different session keys[/]")
-            return 1
-        console.print(f"  both enclaves derived the same session key (fingerprint "
-                      f"{fp_agent.hex()})")
-        wrapped = agent.ecalls.release_keys()
-        for owner, blob in wrapped.items():
-            host.saw(f"wrapped key {owner}", blob)
-        accepted = compute.ecalls.receive_keys(wrapped)
-        console.print(f"  joint_stats holds the keys of {', '.join(accepted)}")
+            nonce = os.urandom(32)
+            answer = host.saw(f"quote for {owner}", compute.ecalls.quote_for(owner, nonce))
+            quote, public = answer[:-32], answer[-32:]
+            try:
+                result = verifier.check(quote, expected, quote_binding(owner, public, nonce))
+            except EnclaveKitError as exc:
+                console.print(f"[red]FAIL: {OWNERS[owner][0]} refused the quote: "
+                              f"{type(exc).__name__}: {exc}[/]", highlight=False)
+                return 1
+            console.print(f"  {OWNERS[owner][0]}: quote v{result.quote.version} verified, "
+                          f"TCB {result.status}, MRENCLAVE and MRSIGNER as expected, not "
+                          f"DEBUG, REPORTDATA binds the enclave's key to {OWNERS[owner][0]}'s "
+                          "nonce", highlight=False)
+            owner_public, wrapped = wrap_for(owner, keys[owner], public)
+            compute.ecalls.receive_key(owner, owner_public,
+                                       host.saw(f"wrapped key {owner}", wrapped))
+        refusal = verifier.refused_under_intel_root(quote)
+        console.print(f"  [green]✓[/] a verifier pinned to Intel's root refuses the same quote "
+                      f"(QV-12): {refusal}", highlight=False)
+        console.print(f"  joint_stats holds the keys of {', '.join(OWNERS)}")
 
         _step(console, "4. Encrypted batches go in; joint statistics come out re-encrypted")
         todo = [(owner, number, blob) for owner in OWNERS
