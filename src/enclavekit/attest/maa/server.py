@@ -27,7 +27,9 @@ def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
     if not 0 <= port <= 0xFFFF:
         raise AttestationRequestError(f"port must be in 0..65535, found {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such sockets
+    # (with proto 0 every keep-alive response waits ~40 ms for a delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

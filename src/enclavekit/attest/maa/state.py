@@ -140,6 +140,9 @@ class StoredPolicy:
     default: bool = False
 
 
+_DEFAULT = StoredPolicy(default_policy_jws(DEFAULT_SGX_POLICY), DEFAULT_SGX_POLICY, default=True)
+
+
 class ServiceState:
     """Keys, policies, management certificates and mode, persisted in ``data_dir``."""
 
@@ -279,10 +282,7 @@ class ServiceState:
         """The stored policy of a type, or its default."""
         with self._lock:
             stored = self._policies.get(attestation_type)
-        if stored is not None:
-            return stored
-        return StoredPolicy(default_policy_jws(DEFAULT_SGX_POLICY), DEFAULT_SGX_POLICY,
-                            default=True)
+        return stored if stored is not None else _DEFAULT
 
     def set_policy(self, attestation_type: str, policy: StoredPolicy,
                    applied: str | None = None) -> None:
