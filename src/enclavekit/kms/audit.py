@@ -4,7 +4,9 @@ Each record has ``time`` (Unix seconds), ``client`` (address:port), ``subject`` 
 token's unverified ``oid``/``sub``/``appid`` claim, if it is a JWT — the service does not
 authenticate callers, so this is informational), ``key``, ``version``, ``issuer``, the enclave
 identity claims of the verified token (``x-ms-sgx-*``), ``nonce``, ``decision``
-(``allowed``/``refused``) and ``reason``. The file is opened ``O_APPEND`` and never rewritten.
+(``allowed``/``refused``) and ``reason``. The file is opened ``O_APPEND`` and never rewritten;
+concurrent records share one fsync (group commit), and ``record`` returns only once its own
+line is on disk.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class AuditLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._fd: int | None = None
+        self._written = 0
+        self._synced = 0
 
     def record(self, *, client: str, subject: str | None, key: str, version: str | None,
                decision: str, reason: str, issuer: str | None = None,
@@ -62,12 +68,27 @@ class AuditLog:
             "nonce": nonce, "decision": decision, "reason": reason}
         line = (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._fd
+            os.write(fd, line)
+            self._written += 1
+            mine = self._written
+        # Group commit: one fsync covers every record written before it, so concurrent
+        # releases share a disk flush; nobody returns before its own record is durable.
+        with self._sync_lock:
+            if self._synced < mine:
+                with self._lock:
+                    upto = self._written
                 os.fsync(fd)
-            finally:
-                os.close(fd)
+                self._synced = upto
+
+    def close(self) -> None:
+        """Close the log file (records after this reopen it)."""
+        with self._lock, self._sync_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record, oldest first (a torn last line is skipped)."""

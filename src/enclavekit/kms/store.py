@@ -95,6 +95,8 @@ class KeyVersion:
     exp: int | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     release_policy: StoredPolicy | None = None
+    public: Mapping[str, str] = field(default_factory=dict)
+    """The public JWK members (``n``/``e`` or ``crv``/``x``/``y``), computed at creation."""
 
     @property
     def family(self) -> str:
@@ -110,6 +112,11 @@ class KeyVersion:
     def public_jwk(self, kid: str) -> dict[str, Any]:
         """The key's JWK as Key Vault returns it (public part only)."""
         jwk: dict[str, Any] = {"kid": kid, "kty": self.kty, "key_ops": list(self.key_ops)}
+        return jwk | dict(self.public or self.public_members())
+
+    def public_members(self) -> dict[str, str]:
+        """Compute the public JWK members from the private material."""
+        jwk: dict[str, str] = {}
         if self.family == "RSA":
             numbers = self.private_key().public_key().public_numbers()
             assert isinstance(numbers, rsa.RSAPublicNumbers)
@@ -145,7 +152,7 @@ class KeyVersion:
                 "key_ops": list(self.key_ops), "enabled": self.enabled,
                 "exportable": self.exportable, "created": self.created,
                 "updated": self.updated, "nbf": self.nbf, "exp": self.exp,
-                "tags": dict(self.tags),
+                "tags": dict(self.tags), "public": dict(self.public),
                 "release_policy": None if self.release_policy is None else {
                     "data": b64url(self.release_policy.data),
                     "contentType": self.release_policy.content_type,
@@ -158,7 +165,7 @@ class KeyVersion:
                    material=b64url_decode(rec["material"]), key_ops=tuple(rec["key_ops"]),
                    enabled=rec["enabled"], exportable=rec["exportable"],
                    created=rec["created"], updated=rec["updated"], nbf=rec["nbf"],
-                   exp=rec["exp"], tags=dict(rec["tags"]),
+                   exp=rec["exp"], tags=dict(rec["tags"]), public=dict(rec.get("public", {})),
                    release_policy=None if pol is None else StoredPolicy(
                        b64url_decode(pol["data"]), pol["contentType"], pol["immutable"]))
 
@@ -230,6 +237,9 @@ class KeyStore:
         self.require_debug_pin = require_debug_pin
         self._aead = AESGCM(self._master_key())
         self._lock = threading.Lock()
+        # Decrypted records by name, valid while the file's inode, size and mtime are unchanged
+        # (every save is a rename, so a new inode).
+        self._cache: dict[str, tuple[tuple[int, int, int], tuple[KeyVersion, ...]]] = {}
 
     def _master_key(self) -> bytes:
         path = self.root / "master.key"
@@ -258,9 +268,25 @@ class KeyStore:
     def _load(self, name: str) -> list[KeyVersion]:
         path = self._path(name)
         try:
-            blob = path.read_bytes()
+            with path.open("rb") as handle:
+                st = os.fstat(handle.fileno())
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                cached = self._cache.get(name)
+                if cached is not None and cached[0] == stamp:
+                    return list(cached[1])
+                blob = handle.read()
         except FileNotFoundError:
             raise KeyNotFound(f"key {name!r} does not exist") from None
+        versions = self._decrypt(name, blob)
+        # Only files older than the file system's timestamp granularity are cached, so an
+        # in-place change right after a write is never hidden by an equal mtime.
+        if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[name] = (stamp, tuple(versions))
+        return versions
+
+    def _decrypt(self, name: str, blob: bytes) -> list[KeyVersion]:
         if len(blob) < len(_MAGIC) + 12 + 16 or not blob.startswith(_MAGIC):
             raise IntegrityError(f"key store file for {name!r} is not an enclavekit key file")
         nonce = blob[len(_MAGIC):len(_MAGIC) + 12]
@@ -357,7 +383,7 @@ class KeyStore:
             raise KeyParameterError("attributes must be an object")
         exportable = _bool(attrs.get("exportable"), "attributes.exportable", False)
         now = int(time.time())
-        return KeyVersion(
+        key = KeyVersion(
             name=name, version=secrets.token_hex(16), kty=kty, material=material,
             key_ops=_key_ops(body.get("key_ops"), kty.removesuffix("-HSM")),
             enabled=_bool(attrs.get("enabled"), "attributes.enabled", True),
@@ -365,6 +391,7 @@ class KeyStore:
             nbf=_time(attrs.get("nbf"), "attributes.nbf"),
             exp=_time(attrs.get("exp"), "attributes.exp"), tags=_tags(body.get("tags")),
             release_policy=self._policy(body.get("release_policy"), exportable))
+        return replace(key, public=key.public_members())
 
     def create(self, name: str, body: Mapping[str, Any]) -> KeyVersion:
         """Generate a new key (or a new version of ``name``) from a Key Vault create body.
