@@ -229,3 +229,24 @@ def test_mutated_real_quote_parses_or_is_typed(offset: int, value: int) -> None:
     data[offset] = value
     with contextlib.suppress(QuoteFormatError):
         Quote.parse(bytes(data))
+
+
+def test_certificate_with_an_invalid_version_is_a_format_error() -> None:
+    """pyca raises InvalidVersion (not a ValueError) for an X.509 version outside v1..v3."""
+    import base64
+
+    pem = Quote.parse(PHALA).certification_data.pck_chain_pem()[0]
+    der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
+    assert b"\xa0\x03\x02\x01\x02" in der
+    bad = der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x46", 1)
+    bad_pem = (b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bad)
+               + b"-----END CERTIFICATE-----\n")
+    with pytest.raises(QuoteFormatError, match="does not parse"):
+        CertificationData(5, bad_pem).pck_chain()
+    from enclavekit.dcap.roots import load_pem_chain, load_roots
+    from enclavekit.errors import CollateralFormatError
+
+    with pytest.raises(CollateralFormatError, match="does not parse"):
+        load_pem_chain(bad_pem)
+    with pytest.raises(CollateralFormatError, match="does not parse"):
+        load_roots(bad)

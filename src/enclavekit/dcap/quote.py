@@ -128,7 +128,7 @@ class CertificationData:
         for i, block in enumerate(self.pck_chain_pem()):
             try:
                 certs.append(x509.load_pem_x509_certificate(block))
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise QuoteFormatError(f"PCK chain certificate {i} does not parse: {exc}") from exc
         return certs
 

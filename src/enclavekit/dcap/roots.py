@@ -80,7 +80,7 @@ def load_pem_chain(data: bytes | str, what: str = "certificate chain") -> list[x
     for i, block in enumerate(blocks):
         try:
             certs.append(x509.load_pem_x509_certificate(block))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CollateralFormatError(f"{what}: certificate {i} does not parse: {exc}") from exc
     return certs
 
@@ -95,7 +95,7 @@ def load_roots(data: bytes | str) -> list[x509.Certificate]:
     if raw[:1] == b"\x30":
         try:
             certs = [x509.load_der_x509_certificate(raw)]
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CollateralFormatError(f"trust root: DER does not parse: {exc}") from exc
     else:
         certs = load_pem_chain(raw, "trust root")

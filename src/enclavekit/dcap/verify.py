@@ -209,21 +209,43 @@ def _cert_time(cert: x509.Certificate, at: datetime, check: str, what: str) -> N
                                        f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
 
 
-def _crl_issuer(crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str) -> None:
-    if crl.issuer.public_bytes() != _names(issuer)[1]:
-        raise VerificationFailed("crl", f"{what} is issued by {crl.issuer.rfc4514_string()!r}, "
-                                        f"not {issuer.subject.rfc4514_string()!r}")
+@dataclass(frozen=True)
+class _Crl:
+    """A parsed CRL with the fields every check reads, decoded once."""
+
+    crl: x509.CertificateRevocationList
+    issuer: bytes
+    missing_extension: str | None
+
+    @classmethod
+    def load(cls, der: bytes, what: str) -> _Crl:
+        try:
+            crl = x509.load_der_x509_crl(der)
+            issuer = crl.issuer.public_bytes()
+            missing = None
+            for ext in (x509.CRLNumber, x509.AuthorityKeyIdentifier):
+                try:
+                    crl.extensions.get_extension_for_class(ext)
+                except x509.ExtensionNotFound:
+                    missing = missing or ext.__name__
+        except ValueError as exc:
+            raise CollateralFormatError(f"{what} does not parse: {exc}") from exc
+        return cls(crl, issuer, missing)
+
+
+def _crl_issuer(crl: _Crl, issuer: x509.Certificate, what: str) -> None:
+    if crl.issuer != _names(issuer)[1]:
+        raise VerificationFailed("crl", f"{what} is issued by "
+                                        f"{crl.crl.issuer.rfc4514_string()!r}, not "
+                                        f"{issuer.subject.rfc4514_string()!r}")
     try:
-        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        valid = crl.crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (ValueError, TypeError):
         valid = False
     if not valid:
         raise VerificationFailed("crl", f"{what} signature does not verify with its issuer")
-    for ext in (x509.CRLNumber, x509.AuthorityKeyIdentifier):
-        try:
-            crl.extensions.get_extension_for_class(ext)
-        except (x509.ExtensionNotFound, ValueError) as exc:
-            raise VerificationFailed("crl", f"{what} lacks the {ext.__name__} extension") from exc
+    if crl.missing_extension is not None:
+        raise VerificationFailed("crl", f"{what} lacks the {crl.missing_extension} extension")
 
 
 def _crl_time(crl: x509.CertificateRevocationList, at: datetime, grace: timedelta,
@@ -270,18 +292,15 @@ def _when(at: datetime | None) -> datetime:
 class _Parsed:
     tcb_info: TcbInfo
     qe_identity: QeIdentity
-    root_crl: x509.CertificateRevocationList
-    pck_crl: x509.CertificateRevocationList
+    root_crl: _Crl
+    pck_crl: _Crl
     tcb_chain: list[x509.Certificate]
     qe_chain: list[x509.Certificate]
 
 
 def _parse_collateral(collateral: Collateral) -> _Parsed:
-    try:
-        root_crl = x509.load_der_x509_crl(collateral.root_ca_crl)
-        pck_crl = x509.load_der_x509_crl(collateral.pck_crl)
-    except ValueError as exc:
-        raise CollateralFormatError(f"CRL does not parse: {exc}") from exc
+    root_crl = _Crl.load(collateral.root_ca_crl, "root CA CRL")
+    pck_crl = _Crl.load(collateral.pck_crl, "PCK CRL")
     return _Parsed(
         tcb_info=collateral.parse_tcb_info(),
         qe_identity=collateral.parse_qe_identity(),
@@ -480,12 +499,12 @@ class Verifier:
             raise CertificateChainError("pck_chain", "PCK certificate key is not EC P-256")
         _crl_issuer(parsed.root_crl, root, "root CA CRL")
         _crl_issuer(parsed.pck_crl, ca, "PCK CRL")
-        if parsed.pck_crl.issuer.public_bytes() != _names(leaf)[0]:
+        if parsed.pck_crl.issuer != _names(leaf)[0]:
             raise VerificationFailed("crl", "PCK CRL issuer differs from the PCK's issuer")
-        if parsed.root_crl.get_revoked_certificate_by_serial_number(ca.serial_number):
+        if parsed.root_crl.crl.get_revoked_certificate_by_serial_number(ca.serial_number):
             raise CertificateChainError(
                 "pck_revoked", f"PCK CA serial {ca.serial_number:x} is revoked by the root CA")
-        if parsed.pck_crl.get_revoked_certificate_by_serial_number(leaf.serial_number):
+        if parsed.pck_crl.crl.get_revoked_certificate_by_serial_number(leaf.serial_number):
             raise CertificateChainError(
                 "pck_revoked", f"PCK certificate serial {leaf.serial_number:x} is revoked")
         if isinstance(parsed_chain.ext, CollateralFormatError):
@@ -496,8 +515,8 @@ class Verifier:
         for cert, what in ((chain.root, "root CA"), (chain.ca, "PCK CA"),
                            (chain.leaf, "PCK certificate")):
             _cert_time(cert, at, "pck_cert_expired", what)
-        _crl_time(parsed.root_crl, at, self._grace, "root CA CRL")
-        _crl_time(parsed.pck_crl, at, self._grace, "PCK CRL")
+        _crl_time(parsed.root_crl.crl, at, self._grace, "root CA CRL")
+        _crl_time(parsed.pck_crl.crl, at, self._grace, "PCK CRL")
 
     # --- B and C: TCB info and QE identity ------------------------------------------------
 
@@ -522,7 +541,7 @@ class Verifier:
             _issued_by(signer, root, check, f"{what} signing certificate")
         if _is_ca(signer):
             raise CertificateChainError(check, f"{what} signing certificate is marked CA:TRUE")
-        if parsed.root_crl.get_revoked_certificate_by_serial_number(signer.serial_number):
+        if parsed.root_crl.crl.get_revoked_certificate_by_serial_number(signer.serial_number):
             raise CertificateChainError("tcb_signing_revoked",
                                         f"{what} signing certificate is revoked by the root CA")
         key = signer.public_key()
