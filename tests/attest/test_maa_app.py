@@ -157,7 +157,7 @@ def test_random_bodies_never_get_a_server_error(client: TestClient, body: dict[s
     assert set(reply.json()["error"]) == {"code", "message"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(raw=st.binary(max_size=300))
 def test_random_bytes_to_every_endpoint_never_get_a_server_error(client: TestClient,
                                                                  raw: bytes) -> None:

@@ -289,3 +289,37 @@ def test_unsigned_policy_jws_from_the_docs_is_accepted_in_aad_mode(tmp_path: Pat
             "AttestationPolicy"]
         assert text == base64.urlsafe_b64decode(policy_b64 + "=" * (-len(policy_b64) % 4)
                                                 ).decode()
+
+
+def test_parse_only_over_https_with_a_test_ca(tmp_path: Path) -> None:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "tls.pem", tmp_path / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    service = make_service(tmp_path / "state")
+    with running(create_app(service), tls_cert=str(cert_path), tls_key=str(key_path)) as url:
+        assert url.startswith("https://127.0.0.1:")
+        with AttestationClient(url, object(), connection_verify=str(cert_path),
+                               **_NO_AUTH) as client:
+            result, _ = client.attest_sgx_enclave(sdk_quote(), runtime_data=sdk_runtime())
+        assert result.issuer == url and result.enclave_held_data == sdk_runtime()

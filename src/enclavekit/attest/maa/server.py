@@ -86,5 +86,8 @@ def running(app: ASGIApp, host: str = DEFAULT_HOST, *, tls_cert: str | None = No
         yield _url(sock, tls_cert is not None)
     finally:
         server.should_exit = True
-        thread.join(timeout)
+        thread.join(1.0)
+        if thread.is_alive():  # a client kept a connection open: do not wait for it
+            server.force_exit = True
+            thread.join(timeout)
         sock.close()
