@@ -323,3 +323,13 @@ def test_parse_only_over_https_with_a_test_ca(tmp_path: Path) -> None:
                                **_NO_AUTH) as client:
             result, _ = client.attest_sgx_enclave(sdk_quote(), runtime_data=sdk_runtime())
         assert result.issuer == url and result.enclave_held_data == sdk_runtime()
+
+
+def test_aad_bare_policy_text_starting_with_a_comment_is_policy_text(tmp_path: Path) -> None:
+    import httpx
+
+    text = "// strict\nversion=1.2; authorizationrules{=> permit();}; issuancerules{};"
+    with running(create_app(make_service(tmp_path))) as url:
+        reply = httpx.put(f"{url}/policies/SgxEnclave", content=text)
+        assert reply.status_code == 200, reply.text
+        assert _admin(url).get_policy(AttestationType.SGX_ENCLAVE)[0] == text

@@ -15,6 +15,8 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.security.attestation import AttestationClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enclavekit.attest.maa import AttestationService, ServiceConfig, create_app
 from enclavekit.attest.maa.dcap import DcapAppraiser, FileCollateral, collateral_hashes
@@ -119,3 +121,27 @@ def test_collateral_hashes_use_maas_names() -> None:
     assert {"tcbinfohash", "tcbinfocertshash", "tcbinfocrlhash", "qeidhash", "qeidcertshash",
             "qeidcrlhash"} <= set(hashes)
     assert hashes["tcbinfocrlhash"] == hashes["qeidcrlhash"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return asgi_client(_service(tmp_path_factory.mktemp("maa-dcap-fuzz")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_dcap_mutated_quotes_are_400_never_a_server_error(fuzz_client: Any,
+                                                          data: st.DataObject) -> None:
+    client = fuzz_client
+    quote = bytearray(vector(QUOTE).read_bytes())
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
+    at = data.draw(st.integers(0, len(quote) - 1))
+    if kind == "flip":
+        quote[at] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        del quote[at:]
+    else:
+        quote[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    reply = client.post("/attest/SgxEnclave", json={"quote": b64url(bytes(quote))})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "InvalidParameter"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ __all__ = ["Appraiser", "AttestationService", "ServiceConfig"]
 Appraiser = Callable[[bytes], Appraisal]
 """Verify a raw SGX quote; return what it established or raise a typed error."""
 
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_=+/.-]+$")
+"""Text that can only be meant as a compact JWS (policy text always has ``;`` and braces)."""
 _CERT_CLAIMS = ("policyCertificate", "maa-policyCertificate", "x-ms-policyCertificate")
 _POLICY_CACHE = 64
 
@@ -203,7 +206,7 @@ class AttestationService:
             PolicySyntaxError: the policy text does not parse.
         """
         kind = canonical_type(attestation_type)
-        if body.lstrip().lower().startswith("version"):
+        if not _COMPACT_JWS.match(body.strip()):  # bare policy text (AAD mode only)
             jws = Jws(body, {"alg": "none"}, b"", None)
             self._authorize(jws, "set policy")
             text = body
