@@ -54,6 +54,8 @@ def test_real_quotes_round_trip(rel: str) -> None:
     assert quote.header.qe_vendor_id == INTEL_QE_VENDOR_ID
     assert quote.header.att_key_type == 2
     assert Quote.parse(quote.to_bytes()) == quote
+    if quote.certification_data.type == 5:
+        assert len(quote.certification_data.pck_chain()) == 3
 
 
 def test_phala_fields_match_appendix_d() -> None:

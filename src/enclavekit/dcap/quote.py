@@ -14,16 +14,20 @@ exact wire bytes, so signatures checked over :meth:`Quote.signed_bytes` are over
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import struct
 from dataclasses import dataclass
 from typing import Annotated
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import InvalidStructure, QuoteFormatError
 from ..sgx._layout import U16, U32, Structure, structure
 from ..sgx.structs import ReportBody
+from .pckext import check_certificate_envelope
 
 __all__ = [
     "ATT_KEY_TYPE_ECDSA_P256",
@@ -99,7 +103,8 @@ class CertificationData:
         """The PEM blocks of a type-5 chain, leaf first (a trailing NUL is tolerated).
 
         Raises:
-            QuoteFormatError: not type 5, no certificate, or bytes outside the PEM blocks.
+            QuoteFormatError: not type 5, no certificate, bytes outside the PEM blocks
+                (one trailing NUL aside), or a block that is not canonical base64.
         """
         if self.type != CERT_TYPE_PCK_CHAIN:
             name = CERTIFICATION_DATA_TYPES.get(self.type, "unknown")
@@ -112,10 +117,23 @@ class CertificationData:
         rest = _PEM_BLOCK.sub(b"", text)
         if not blocks:
             raise QuoteFormatError("certification data type 5 holds no PEM certificate")
-        if rest.strip(b" \t\r\n"):
+        if rest:
             raise QuoteFormatError(
-                f"certification data type 5: {len(rest.strip())} stray bytes outside PEM blocks"
+                f"certification data type 5: {len(rest)} stray bytes outside PEM blocks"
             )
+        for i, block in enumerate(blocks):
+            # The certification data is not signed: accept one encoding of each certificate
+            # only, so that no change to these bytes goes unnoticed (non-canonical base64
+            # padding bits would otherwise decode to the same certificate).
+            body = re.sub(rb"\s", b"", block.split(b"-----")[2])
+            try:
+                canonical = base64.b64encode(base64.b64decode(body, validate=True)) == body
+            except binascii.Error:
+                canonical = False
+            if not canonical:
+                raise QuoteFormatError(
+                    f"certification data type 5: certificate {i} is not canonical base64"
+                )
         return blocks
 
     def pck_chain(self) -> list[x509.Certificate]:
@@ -127,9 +145,11 @@ class CertificationData:
         certs: list[x509.Certificate] = []
         for i, block in enumerate(self.pck_chain_pem()):
             try:
-                certs.append(x509.load_pem_x509_certificate(block))
-            except (ValueError, x509.InvalidVersion) as exc:
+                cert = x509.load_pem_x509_certificate(block)
+                check_certificate_envelope(cert.public_bytes(Encoding.DER))
+            except (ValueError, x509.InvalidVersion) as exc:  # CollateralFormatError included
                 raise QuoteFormatError(f"PCK chain certificate {i} does not parse: {exc}") from exc
+            certs.append(cert)
         return certs
 
     def _wire(self) -> bytes:

@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CollateralFormatError
+from .pckext import check_certificate_envelope
 
 __all__ = [
     "INTEL_SGX_ROOT_CA_PEM", "INTEL_SGX_ROOT_CA_SHA256", "fingerprint", "intel_sgx_root_ca",
@@ -79,7 +80,9 @@ def load_pem_chain(data: bytes | str, what: str = "certificate chain") -> list[x
     certs: list[x509.Certificate] = []
     for i, block in enumerate(blocks):
         try:
-            certs.append(x509.load_pem_x509_certificate(block))
+            cert = x509.load_pem_x509_certificate(block)
+            check_certificate_envelope(cert.public_bytes(Encoding.DER))
+            certs.append(cert)
         except (ValueError, x509.InvalidVersion) as exc:
             raise CollateralFormatError(f"{what}: certificate {i} does not parse: {exc}") from exc
     return certs

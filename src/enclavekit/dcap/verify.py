@@ -195,7 +195,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, wha
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
         return False
     return bc.ca
 
@@ -275,7 +275,7 @@ def _malformed(check: str) -> Iterator[None]:
         yield
     except EnclaveKitError:
         raise
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.InvalidVersion) as exc:
         raise VerificationFailed(check, f"malformed certificate or CRL: {exc}") from exc
 
 
