@@ -69,6 +69,7 @@ RUNTIME_MODULES = (
     "enclavekit/enclave/counters.py",
     "enclavekit/enclave/switchless.py",
     "enclavekit/enclave/quote.py",
+    "enclavekit/enclave/keyrelease.py",
     "enclavekit/sgx/keys.py",
     "enclavekit/dcap/arch.py",
     "enclavekit/dcap/ecdsa.py",
