@@ -364,10 +364,12 @@ class Verifier:
         self._grace = crl_grace
         self._size = cache_size
         self._keep = cache_validation and cache_size > 0
-        self._parsed: OrderedDict[bytes, _Parsed] = OrderedDict()
+        # Keys are contents: a Collateral (frozen, hashed and compared by every field's bytes),
+        # the PCK chain's bytes and the root's DER.
+        self._parsed: OrderedDict[Collateral | None, _Parsed] = OrderedDict()
         self._certs: OrderedDict[bytes, _Certs] = OrderedDict()
-        self._chains: OrderedDict[tuple[bytes, bytes], _Chain] = OrderedDict()
-        self._validated: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
+        self._chains: OrderedDict[tuple[Collateral | None, bytes], _Chain] = OrderedDict()
+        self._validated: OrderedDict[tuple[Collateral | None, bytes], bool] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- public ---------------------------------------------------------------------------
@@ -387,7 +389,7 @@ class Verifier:
         q = quote if isinstance(quote, Quote) else Quote.parse(quote)
         self._check_header(q)
         chain_pem = self._chain_pem(q, collateral)
-        ckey = collateral.digest() if self._size else b""
+        ckey = collateral if self._size else None
         parsed = self._parsed.get(ckey) if self._size else None
         if parsed is None:
             parsed = _parse_collateral(collateral)
