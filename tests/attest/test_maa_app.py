@@ -82,6 +82,28 @@ def test_non_json_and_non_utf8_bodies(client: TestClient) -> None:
     _still_serving(client)
 
 
+def test_deeply_nested_json_is_refused(client: TestClient) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert "nested too deeply" in _cloud_error(client.post("/attest/SgxEnclave", content=deep))
+    runtime = b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    message = _cloud_error(client.post("/attest/SgxEnclave", json={
+        "quote": QUOTE, "runtimeData": {"data": b64url(runtime), "dataType": "JSON"}}))
+    assert "nested too deeply" in message
+    _still_serving(client)
+
+
+def test_deeply_nested_policy_is_refused(client: TestClient) -> None:
+    expr = '"x"'
+    for _ in range(3000):
+        expr = f'AppendString({expr}, "y")'
+    policy = (f'version=1.2; authorizationrules{{ => permit(); }}; '
+              f'issuancerules{{ => issue(type="a", value={expr}); }};')
+    _cloud_error(client.put("/policies/SgxEnclave", content=policy), 400, "PolicyParsingError")
+    _cloud_error(client.post("/attest/SgxEnclave", json={
+        "quote": QUOTE, "draftPolicyForAttestation": policy}), 400, "PolicyParsingError")
+    _still_serving(client)
+
+
 def test_huge_body_is_refused_without_reading_it_all(client: TestClient) -> None:
     huge = b'{"quote": "' + b"A" * (MAX_BODY + 10) + b'"}'
     assert "larger than" in _cloud_error(client.post("/attest/SgxEnclave", content=huge))

@@ -83,9 +83,12 @@ def strict_json(raw: bytes | str) -> Any:
     the NaN / Infinity extensions.
 
     Raises:
-        ValueError: not strict JSON (``json.JSONDecodeError`` or a duplicate-key message).
+        ValueError: not strict JSON (``json.JSONDecodeError``, a duplicate key, too deep).
     """
-    return json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+    try:
+        return json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

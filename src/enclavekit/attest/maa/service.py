@@ -91,7 +91,11 @@ class AttestationService:
     def _policy(self, text: str) -> Policy:
         policy = self._parsed.get(text)
         if policy is None:
-            policy = parse_policy(text)
+            try:
+                policy = parse_policy(text)
+            except RecursionError:
+                raise AttestationRequestError("policy nests expressions too deeply",
+                                              "PolicyParsingError") from None
             if len(self._parsed) >= _POLICY_CACHE:
                 self._parsed.clear()
             self._parsed[text] = policy
