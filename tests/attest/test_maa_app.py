@@ -3,6 +3,7 @@ never ``Retry-After``, and the service keeps serving."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,30 @@ def test_random_bytes_to_every_endpoint_never_get_a_server_error(client: TestCli
 
 def test_service_survives_the_fuzzing(client: TestClient, tmp_path: Path) -> None:
     _still_serving(client)
+
+
+def test_policy_jws_signed_with_a_non_rsa_certificate_is_refused(client: TestClient) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ed25519 signer")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, None))
+    x5c = base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+    head = b64url(json.dumps({"alg": "RS256", "x5c": [x5c]}).encode())
+    body = b64url(json.dumps({"AttestationPolicy": b64url(b"version=1.0;")}).encode())
+    sig = b64url(key.sign(f"{head}.{body}".encode()))
+    message = _cloud_error(client.put("/policies/SgxEnclave", content=f"{head}.{body}.{sig}"),
+                           400, "InvalidOperation")
+    assert "RSA key" in message
+    garbage = b64url(json.dumps({"alg": "RS256", "x5c": [x5c[:40] + "AAAA"]}).encode())
+    _cloud_error(client.put("/policies/SgxEnclave", content=f"{garbage}.{body}.{sig}"),
+                 400, "InvalidOperation")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -105,8 +105,10 @@ def load_x5c_cert(entry: object, what: str) -> x509.Certificate:
     """A certificate from an ``x5c`` entry (standard base64 of DER)."""
     der = b64decode_any(entry, what, "InvalidOperation")
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError:
+        cert = x509.load_der_x509_certificate(der)
+        cert.public_key()  # an unsupported key type must fail here, not later
+        return cert
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm):
         raise AttestationRequestError(f"{what} is not a DER X.509 certificate",
                                       "InvalidOperation") from None
 
