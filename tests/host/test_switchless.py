@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from enclavekit.errors import EcallError, ProtocolError
+from enclavekit.errors import EcallArgumentError, EcallError, ProtocolError
 from enclavekit.host import VM, Enclave, build
-from enclavekit.host.switchless import SwitchlessRing
+from enclavekit.host.switchless import _NONE_RESULT, SwitchlessRing
 from enclavekit.vm import protocol as p
-from enclavekit.wire import decode_value, encode_value, pack_frame
+from enclavekit.wire import FLAG_REPLY, Frame, decode_value, encode_value, pack_frame
 from enclavekit.wire.ring import one_frame
 from tests.sgx.conftest import session_signing_key
 from tests.vm._device import device_server
@@ -39,6 +39,21 @@ def boom(x: int) -> int:
 @ecall
 def big(n: int) -> bytes:
     return b"x" * n
+
+
+@ecall
+def ping() -> None:
+    return None
+
+
+@ecall
+def liar() -> int:
+    return None  # against its declared result
+
+
+@ecall
+def maybe(flag: bool) -> int | None:
+    return None if flag else 5
 '''
 
 
@@ -134,3 +149,42 @@ def test_concurrent_callers_share_lanes_and_socket(pair: tuple[Enclave, Enclave]
 def test_switchless_workers_is_measured(tmp_path: Path) -> None:
     assert build(_app(tmp_path, 1)).sign(session_signing_key()).mrenclave != \
         build(_app(tmp_path, 0)).sign(session_signing_key()).mrenclave
+
+
+def test_the_fast_paths_keep_the_typed_semantics(pair: tuple[Enclave, Enclave]) -> None:
+    """No-argument calls, None results and their caches on both sides: the same outcome as
+    the socket path every time, including refusals that must not be cached."""
+    fast = pair[0]
+    for enc in pair:
+        for _ in range(3):
+            assert enc.ecalls.ping() is None
+            assert enc.ecalls.maybe(True) is None
+            assert enc.ecalls.maybe(False) == 5
+            with pytest.raises(EcallError, match="does not match its declared return type"):
+                enc.ecalls.liar()
+            with pytest.raises(EcallArgumentError):
+                enc.ecalls.ping(1)  # refused on the host, before any lane is claimed
+    before = _published(fast)
+    fast.ecalls.ping()
+    assert _published(fast) == before + 1  # went through the ring
+
+
+def test_a_none_reply_is_decoded_against_the_signature(pair: tuple[Enclave, Enclave]) -> None:
+    """A hostile enclave answering "None" for an ecall declared ``-> int`` is refused, even
+    after another ecall's None reply was taken from the cache."""
+    fast, _ = pair
+    ring = fast._switchless
+    assert isinstance(ring, SwitchlessRing)
+    assert fast.ecalls.ping() is None  # "ping" decodes None: cached for ping only
+    sig = fast._signature("big")
+    forged = Frame(p.Msg.ECALL, 0, _NONE_RESULT, FLAG_REPLY)
+    real_call = ring.call
+    ring.call = lambda enclave, payload: forged  # type: ignore[method-assign]
+    try:
+        with pytest.raises(EcallArgumentError):
+            ring.ecall(fast, "big", sig, (1,), None)
+        with pytest.raises(EcallArgumentError):
+            ring.ecall(fast, "big", sig, (1,), None)  # and again: nothing was cached
+        assert ring.ecall(fast, "ping", fast._signature("ping"), (), None) == (True, None)
+    finally:
+        ring.call = real_call  # type: ignore[method-assign]

@@ -99,8 +99,11 @@ while time.monotonic() < end:
 """
 
 
-def test_toctou_a_racing_process_flipping_slot_bytes_gives_only_valid_or_refused() -> None:
-    """IF-6: 10^4 messages while another process flips bytes of the slot (header and data)."""
+@pytest.mark.parametrize("fast", [False, True], ids=["recv+one_frame", "recv_frame"])
+def test_toctou_a_racing_process_flipping_slot_bytes_gives_only_valid_or_refused(
+        fast: bool) -> None:
+    """IF-6: 10^4 messages while another process flips bytes of the slot (header and data),
+    read by the general path or by the one-chunk fast path (``recv_frame``)."""
     size = ring_size(1)
     fd = os.memfd_create("ring-test")
     os.ftruncate(fd, size)
@@ -120,6 +123,15 @@ def test_toctou_a_racing_process_flipping_slot_bytes_gives_only_valid_or_refused
     try:
         while ok + refused < 10_000 or (refused == 0 and time.monotonic() < deadline):
             box.send(want)
+            if fast:
+                try:
+                    got = box.recv_frame(1 << 16)
+                except ProtocolError:
+                    refused += 1
+                    continue
+                assert isinstance(got.payload, bytes) and len(got.payload) <= AREA
+                ok += 1
+                continue
             try:
                 data = box.recv(1 << 16)
             except ProtocolError:
@@ -138,3 +150,58 @@ def test_toctou_a_racing_process_flipping_slot_bytes_gives_only_valid_or_refused
         child.wait(5)
     assert ok + refused >= 10_000
     assert refused > 0  # the mutation really raced the copies
+
+
+@pytest.mark.parametrize("size", [0, 1, 40, AREA - 24, AREA - 23, 3 * AREA + 5])
+def test_send_frame_and_recv_frame_carry_what_pack_frame_and_one_frame_do(size: int) -> None:
+    import threading
+
+    _, ring = _ring()
+    box = ring.lanes[0].to_enclave
+    payload = os.urandom(size)
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.extend([box.recv(1 << 20), box.recv_frame(1 << 20)]))
+    t.start()
+    box.send_frame(41, 7, payload, FLAG_REPLY)  # fast sender, general receiver
+    box.send(pack_frame(42, 8, payload))  # general sender, fast receiver
+    t.join(10)
+    assert got[0] == pack_frame(41, 7, payload, flags=FLAG_REPLY)
+    assert got[1] == one_frame(pack_frame(42, 8, payload))
+
+
+def _frame_bytes(magic: bytes = b"\x89EKP", version: int = 1, flags: int = 0,
+                 size: int | None = None, payload: bytes = b"abc") -> bytes:
+    n = len(payload) if size is None else size
+    return struct.pack("<4sHHIQI", magic, version, 41, flags, 9, n) + payload
+
+
+@pytest.mark.parametrize(("length", "more", "data", "match"), [
+    (28, 0, b"\x00" * 28, "magic"),
+    (10, 0, b"\x89EKP" + b"\x00" * 6, "."),  # shorter than a frame header
+    (AREA + 1, 0, b"", "over the"),
+    (0xFFFFFFFF, 0, b"", "over the"),
+    (27, 0, _frame_bytes(version=7), "version"),
+    (27, 0, _frame_bytes(flags=0x80), "reserved flag"),
+    (27, 0, _frame_bytes(size=2), "."),  # the frame says less than the chunk holds
+    (27, 0, _frame_bytes(size=500), "."),  # ... or more
+    (31, 1, _frame_bytes(payload=b"abcdefg"), "over 30 bytes"),  # chunked, over the limit
+])
+def test_recv_frame_refuses_hostile_chunks_typed_and_keeps_the_mailbox_in_step(
+        length: int, more: int, data: bytes, match: str) -> None:
+    mm, ring = _ring()
+    box = ring.lanes[0].to_enclave
+    _publish(mm, length, more, data)
+    with pytest.raises(ProtocolError, match=match):
+        box.recv_frame(30)
+    assert not box.ready()  # the bad chunk was taken: the next message is read cleanly
+    box.send_frame(41, 10, b"ok")
+    assert box.recv_frame(30).payload == b"ok"
+
+
+def test_recv_frame_returns_a_private_copy() -> None:
+    mm, ring = _ring()
+    box = ring.lanes[0].to_enclave
+    box.send_frame(41, 1, b"secret-ish")
+    frame = box.recv_frame(1 << 16)
+    mm[HEADER_PAGE + 136 : HEADER_PAGE + 200] = b"\xff" * 64  # the peer rewrites the slot
+    assert frame.payload == b"secret-ish" and frame.request_id == 1

@@ -63,6 +63,8 @@ modules loaded on first use (e.g. ``cryptography`` for ``verify_report``)."""
 MIN_THREAD_STACK = 1 << 20
 _OCALL_IDS = itertools.count(1 << 62)  # distinct from any id the host uses for ecalls
 _ctx = threading.local()
+_NO_ARGS = encode_value({}, dict[str, int])
+"""The encoded arguments of a call without any (an empty map)."""
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Dispatcher:
         self.lead = threading.Lock()  # held by the one thread reading the socket (leader)
         self.reader = FrameReader()
         self.frames: list[Frame] = []
+        self._none_reply: dict[str, bytes] = {}  # ecall -> its reply payload for None
 
     # ----------------------------------------------------------------- sending
 
@@ -258,7 +261,10 @@ class Dispatcher:
 
     def _ecall(self, frame: Frame) -> tuple[tuple[CallSignature, Callable[..., Any]], bytes]:
         """Check an ECALL and claim a TCS for it (the caller runs it)."""
-        call = decode_value(frame.payload, Call, what="ECALL")
+        return self.claim_call(decode_value(frame.payload, Call, what="ECALL"))
+
+    def claim_call(self, call: Call) -> tuple[tuple[CallSignature, Callable[..., Any]], bytes]:
+        """Look up a decoded ECALL's ecall and claim a TCS for it (the caller runs it)."""
         if self.startup_error:
             raise EcallError(self.startup_error)
         entry = self.registry.ecalls.get(call.name)
@@ -287,15 +293,23 @@ class Dispatcher:
         sig, fn = entry
         _ctx.dispatcher = ocalls
         try:
-            bound = sig.decode_args(args)
-            result = fn(*bound.args, **bound.kwargs)
-            try:
-                data = sig.encode_result(result)
-            except EcallArgumentError as exc:
-                detail = f" ({exc})" if self.debug else ""
-                raise EcallError(f"ecall {sig.name!r} returned a value that does not match its "
-                                 f"declared return type{detail}") from None
-            payload, flags = encode_value(CallResult(data), CallResult), FLAG_REPLY
+            if args == _NO_ARGS and not sig.parameters:  # nothing to decode
+                result = fn()
+            else:
+                bound = sig.decode_args(args)
+                result = fn(*bound.args, **bound.kwargs)
+            payload = self._none_reply.get(sig.name) if result is None else None
+            if payload is None:
+                try:
+                    data = sig.encode_result(result)
+                except EcallArgumentError as exc:
+                    detail = f" ({exc})" if self.debug else ""
+                    raise EcallError(f"ecall {sig.name!r} returned a value that does not match "
+                                     f"its declared return type{detail}") from None
+                payload = encode_value(CallResult(data), CallResult)
+                if result is None:  # the same bytes every time: kept for the next return
+                    self._none_reply[sig.name] = payload
+            flags = FLAG_REPLY
         except BaseException as exc:  # every failure goes back typed
             payload = encode_value(self._error_info(exc), ErrorInfo)
             flags = FLAG_REPLY | FLAG_ERROR

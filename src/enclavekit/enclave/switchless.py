@@ -40,6 +40,8 @@ from .dispatch import Dispatcher, ocall_outcome
 __all__ = ["LIMIT", "Worker", "attach", "start"]
 
 LIMIT = DEFAULT_MAX_PAYLOAD + HEADER_SIZE
+_CACHED_PAYLOAD = 256
+_CACHED_CALLS = 64
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
 _OCALL_IDS = itertools.count(1 << 61)
 
@@ -91,6 +93,7 @@ class Worker:
         self.disp = disp
         self.lane = lane
         self.last = 0
+        self.calls: dict[bytes, Call] = {}  # small ECALL payloads already decoded
 
     def _check(self) -> None:
         if self.disp.closed:
@@ -108,8 +111,7 @@ class Worker:
         """Take one request from the lane and send its reply."""
         disp, rid = self.disp, 0
         try:
-            data = self.lane.to_enclave.recv(LIMIT, self._check)
-            frame = one_frame(data)
+            frame = self.lane.to_enclave.recv_frame(LIMIT, self._check)
             rid = frame.request_id
             if frame.is_reply or frame.msg_type != Msg.ECALL:
                 raise ProtocolError(f"message type {frame.msg_type} is not served on a "
@@ -118,16 +120,21 @@ class Worker:
                 raise ProtocolError(f"request id {rid} is not above {self.last}: a replayed "
                                     "or reordered frame")
             self.last = rid
-            claimed = disp._ecall(frame)
+            call = self.calls.get(frame.payload)
+            if call is None:
+                call = decode_value(frame.payload, Call, what="ECALL")
+                if len(frame.payload) <= _CACHED_PAYLOAD and len(self.calls) < _CACHED_CALLS:
+                    self.calls[frame.payload] = call  # the same bytes decode the same way
+            claimed = disp.claim_call(call)
         except _Stop:
             raise
         except Exception as exc:
             out = encode_value(disp._error_info(exc), ErrorInfo)
-            self.lane.to_host.send(pack_frame(Msg.ECALL, rid, out,
-                                              flags=FLAG_REPLY | FLAG_ERROR), self._check)
+            self.lane.to_host.send_frame(Msg.ECALL, rid, out, FLAG_REPLY | FLAG_ERROR,
+                                         self._check)
             return
         payload, flags = disp.execute(*claimed, self)
-        self.lane.to_host.send(pack_frame(Msg.ECALL, rid, payload, flags=flags), self._check)
+        self.lane.to_host.send_frame(Msg.ECALL, rid, payload, flags, self._check)
 
     def ocall(self, sig: CallSignature, args: tuple[object, ...],
               kwargs: dict[str, object]) -> object:

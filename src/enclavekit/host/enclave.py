@@ -120,12 +120,14 @@ class Enclave:
              kwargs: Mapping[str, Any] | None = None) -> Any:
         """Make ecall ``name`` (what ``ecalls.NAME(*args, **kwargs)`` does)."""
         sig = self._signature(name)
+        ring = self._switchless  # switchless when a lane is free, else the socket
+        if ring is not None:
+            done, result = ring.ecall(self, name, sig, args, kwargs)
+            if done:
+                return result
         data = sig.encode_args(args, kwargs)
         payload = encode_value(p.Call(name, data), p.Call)
-        ring = self._switchless  # switchless when a lane is free, else the socket
-        frame = ring.call(self, payload) if ring is not None else None
-        if frame is None:
-            frame = self._exchange(p.Msg.ECALL, payload)
+        frame = self._exchange(p.Msg.ECALL, payload)
         return sig.decode_result(decode_value(frame.payload, p.CallResult).result)
 
     # ------------------------------------------------------------------ frames

@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable
 
 from ..errors import ProtocolError
-from .frame import Frame, FrameReader
+from . import frame as _frame
+from .frame import Frame, FrameReader, pack_frame
 
 __all__ = ["AREA", "HEADER_PAGE", "LANE", "MAGIC", "MAILBOX", "Lane", "Mailbox", "Ring",
            "one_frame", "ring_header", "ring_size"]
@@ -48,6 +49,13 @@ LANE = 2 * MAILBOX
 MAX_WORKERS = 64
 MORE = 1
 _CHUNK = struct.Struct("<II")
+_FRAME_HEADER = _frame.HEADER_SIZE
+_FRAME_MAGIC = _frame.MAGIC
+_SLOT = struct.Struct("<II4sHHIQI")
+"""A chunk header followed by the header of the one frame the chunk carries whole."""
+_FRAME = struct.Struct("<4sHHIQI")
+_ONE_CHUNK = AREA - _FRAME_HEADER
+"""The largest payload whose frame fits one chunk (the fast path of ``send_frame``)."""
 SPIN = 200e-6
 """Seconds a waiter polls the shared words before it starts sleeping."""
 MAX_SLEEP = 1e-3
@@ -108,7 +116,48 @@ class Mailbox:
             if pos >= end:
                 return
 
+    def send_frame(self, msg_type: int, request_id: int, payload: bytes, flags: int = 0,
+                   check: Callable[[], None] | None = None) -> None:
+        """Publish one frame; a small one is packed straight into the chunk (one
+        ``pack_into`` for the chunk and frame headers, one copy of the payload)."""
+        n = len(payload)
+        if n > _ONE_CHUNK:
+            self.send(pack_frame(msg_type, request_id, payload, flags=flags), check)
+            return
+        q, si = self._q, self._seq
+        seq = q[si]
+        if q[self._ack] != seq:
+            _wait(q, self._ack, seq, check, equal=True)
+        head = self._start + 128
+        _SLOT.pack_into(self._mv, head, _FRAME_HEADER + n, 0, _FRAME_MAGIC, _frame.PROTOCOL_VERSION,
+                        msg_type, flags, request_id, n)
+        self._mv[head + 8 + _FRAME_HEADER : head + 8 + _FRAME_HEADER + n] = payload
+        q[si] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
+
     # ------------------------------------------------------------------ consumer
+
+    def recv_frame(self, limit: int, check: Callable[[], None] | None = None) -> Frame:
+        """The next message as exactly one frame (as ``one_frame(recv(...))`` gives it).
+
+        A message in one chunk is copied out once and its frame header checked on the
+        copy; a chunked one takes the general path.
+        """
+        q, si, ai = self._q, self._seq, self._ack
+        ack = q[ai]
+        seq = q[si]
+        if seq == ack:
+            seq = _wait(q, si, ack, check, equal=False)
+        head = self._start + 128
+        length, flags = _CHUNK.unpack_from(self._mv, head)  # read once, then checked
+        if flags & MORE or not _FRAME_HEADER <= length <= min(AREA, limit):
+            return one_frame(self.recv(limit, check))  # chunked, short or refused there
+        data = bytes(self._mv[head + 8 : head + 8 + length])
+        q[ai] = seq
+        magic, version, msg_type, fflags, request_id, size = _FRAME.unpack_from(data)
+        if magic != _FRAME_MAGIC or version not in _frame.SUPPORTED_VERSIONS \
+                or fflags & ~_frame.KNOWN_FLAGS or size != length - _FRAME_HEADER:
+            return one_frame(data)  # raises the precise ProtocolError
+        return Frame(msg_type, request_id, data[_FRAME_HEADER:], fflags, version)
 
     def ready(self) -> bool:
         """Whether a chunk is waiting (one read of two words; no system call)."""
