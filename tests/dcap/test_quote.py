@@ -252,3 +252,19 @@ def test_certificate_with_an_invalid_version_is_a_format_error() -> None:
         load_pem_chain(bad_pem)
     with pytest.raises(CollateralFormatError, match="does not parse"):
         load_roots(bad)
+
+
+def test_certificate_envelope_check() -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from enclavekit.dcap.quote import check_certificate_envelope
+
+    der = Quote.parse(PHALA).certification_data.pck_chain()[0].public_bytes(Encoding.DER)
+    check_certificate_envelope(der)
+    bit_string = der.rindex(b"\x03\x47\x00\x30")  # the signature: BIT STRING, 0 unused bits
+    unused = der[:bit_string + 2] + b"\x03" + der[bit_string + 3:]
+    for bad, match in ((unused, "unused bits"), (der[:-1], "runs past|truncated"),
+                       (der + b"\x00", "one DER SEQUENCE"), (b"\x30\x00", "not SEQUENCE"),
+                       (b"\x30", "truncated"), (b"\x30\x80", "bad DER length")):
+        with pytest.raises(ValueError, match=match):
+            check_certificate_envelope(bad)

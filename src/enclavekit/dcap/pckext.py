@@ -16,7 +16,7 @@ from cryptography import x509
 
 from ..errors import CollateralFormatError
 
-__all__ = ["SGX_EXTENSION_OID", "SGX_TYPES", "PckExtension", "check_certificate_envelope"]
+__all__ = ["SGX_EXTENSION_OID", "SGX_TYPES", "PckExtension"]
 
 SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 """The PCK certificate extension that carries the platform's SGX identity and TCB."""
@@ -83,27 +83,6 @@ def _read_one(data: bytes, tag: int, what: str) -> bytes:
     if end != len(data):
         raise _fail(f"{what}: {len(data) - end} trailing bytes")
     return content
-
-
-def check_certificate_envelope(der: bytes) -> None:
-    """Refuse a certificate whose unsigned outer DER is not canonical.
-
-    pyca accepts a signatureValue BIT STRING with a non-zero unused-bits count (and ignores
-    it); since a PCK chain travels unsigned inside a quote, we accept one encoding only:
-    SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE, BIT STRING 00 ‖ sig }.
-
-    Raises:
-        CollateralFormatError: any other shape.
-    """
-    try:
-        parts = _read_all(_read_one(bytes(der), _T_SEQ, "certificate"))
-    except CollateralFormatError as exc:
-        raise CollateralFormatError(
-            f"certificate DER: {str(exc).removeprefix('PCK SGX extension: ')}") from exc
-    if len(parts) != 3 or parts[0][0] != _T_SEQ or parts[1][0] != _T_SEQ or parts[2][0] != 0x03:
-        raise CollateralFormatError("certificate DER is not SEQUENCE {tbs, algorithm, BIT STRING}")
-    if not parts[2][1] or parts[2][1][0] != 0:
-        raise CollateralFormatError("certificate DER: signature BIT STRING has unused bits")
 
 
 def _len(n: int) -> bytes:

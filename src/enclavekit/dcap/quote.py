@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..errors import InvalidStructure, QuoteFormatError
 from ..sgx._layout import U16, U32, Structure, structure
 from ..sgx.structs import ReportBody
-from .pckext import check_certificate_envelope
 
 __all__ = [
     "ATT_KEY_TYPE_ECDSA_P256",
@@ -44,6 +43,7 @@ __all__ = [
     "CertificationData",
     "Quote",
     "QuoteHeader",
+    "check_certificate_envelope",
     "unwrap_oe_report",
 ]
 
@@ -147,7 +147,7 @@ class CertificationData:
             try:
                 cert = x509.load_pem_x509_certificate(block)
                 check_certificate_envelope(cert.public_bytes(Encoding.DER))
-            except (ValueError, x509.InvalidVersion) as exc:  # CollateralFormatError included
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise QuoteFormatError(f"PCK chain certificate {i} does not parse: {exc}") from exc
             certs.append(cert)
         return certs
@@ -357,6 +357,51 @@ class Quote:
             "qe_auth_data": self.qe_auth_data.hex(),
             "certification_data": cert,
         }
+
+
+def _der_item(der: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER item at ``pos`` (definite lengths only)."""
+    tag, first = der[pos], der[pos + 1]
+    pos += 2
+    if first & 0x80:
+        count = first & 0x7F
+        if not 0 < count <= 4:
+            raise ValueError("bad DER length")
+        length = int.from_bytes(der[pos : pos + count], "big")
+        pos += count
+    else:
+        length = first
+    if pos + length > len(der):
+        raise ValueError("DER item runs past the end")
+    return tag, pos, pos + length
+
+
+def check_certificate_envelope(der: bytes) -> None:
+    """Refuse a certificate whose unsigned outer DER is not the one canonical shape.
+
+    pyca accepts a signatureValue BIT STRING with a non-zero unused-bits count (and ignores
+    it). A PCK chain travels unsigned inside a quote, so one encoding only is accepted:
+    SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE, BIT STRING 00 || sig }.
+
+    Raises:
+        ValueError: any other shape (callers turn it into their typed error).
+    """
+    try:
+        tag, start, end = _der_item(der, 0)
+        if tag != 0x30 or end != len(der):
+            raise ValueError("certificate is not one DER SEQUENCE")
+        tags = []
+        pos = start
+        while pos < end:
+            tag, body, pos = _der_item(der, pos)
+            tags.append((tag, body, pos))
+    except IndexError as exc:
+        raise ValueError("certificate DER is truncated") from exc
+    if [t for t, _, _ in tags] != [0x30, 0x30, 0x03]:
+        raise ValueError("certificate is not SEQUENCE {tbs, algorithm, BIT STRING}")
+    _, body, body_end = tags[2]
+    if body == body_end or der[body] != 0:
+        raise ValueError("certificate signature BIT STRING has unused bits")
 
 
 class _Reader:

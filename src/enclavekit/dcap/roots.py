@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import CollateralFormatError
-from .pckext import check_certificate_envelope
+from .quote import check_certificate_envelope
 
 __all__ = [
     "INTEL_SGX_ROOT_CA_PEM", "INTEL_SGX_ROOT_CA_SHA256", "fingerprint", "intel_sgx_root_ca",

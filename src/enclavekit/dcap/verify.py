@@ -367,8 +367,9 @@ class Verifier:
         # Keys are contents: a Collateral (frozen, hashed and compared by every field's bytes),
         # the PCK chain's bytes and the root's DER.
         self._parsed: OrderedDict[Collateral | None, _Parsed] = OrderedDict()
-        self._certs: OrderedDict[bytes, _Certs] = OrderedDict()
-        self._chains: OrderedDict[tuple[Collateral | None, bytes], _Chain] = OrderedDict()
+        self._certs: OrderedDict[tuple[bool, bytes], _Certs] = OrderedDict()
+        self._chains: OrderedDict[tuple[Collateral | None, tuple[bool, bytes]], _Chain] = \
+            OrderedDict()
         self._validated: OrderedDict[tuple[Collateral | None, bytes], bool] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -394,16 +395,18 @@ class Verifier:
         if parsed is None:
             parsed = _parse_collateral(collateral)
             self._store(self._parsed, ckey, parsed)
-        chain = self._chains.get((ckey, chain_pem)) if self._keep else None
+        # the quote's chain is held to a stricter encoding than a collateral-supplied one
+        pkey = (q.certification_data.type == CERT_TYPE_PCK_CHAIN, chain_pem)
+        chain = self._chains.get((ckey, pkey)) if self._keep else None
         if chain is None:
-            certs = self._certs.get(chain_pem) if self._size else None
+            certs = self._certs.get(pkey) if self._size else None
             if certs is None:
                 certs = _parse_chain(self._load_chain(chain_pem, q))
-                self._store(self._certs, chain_pem, certs)
+                self._store(self._certs, pkey, certs)
             with _malformed("pck_chain"):
                 chain = self._check_chain(certs, parsed)  # A: signatures
             if self._keep:
-                self._store(self._chains, (ckey, chain_pem), chain)
+                self._store(self._chains, (ckey, pkey), chain)
         vkey = (ckey, _der(chain.root))
         validated = self._keep and vkey in self._validated
         try:
@@ -418,7 +421,7 @@ class Verifier:
             with _malformed("tcb_info_chain"):
                 self._signed_times(parsed, when)
         except VerificationFailed:
-            self._chains.pop((ckey, chain_pem), None)
+            self._chains.pop((ckey, pkey), None)
             self._validated.pop(vkey, None)
             raise
         if not validated and self._keep:
