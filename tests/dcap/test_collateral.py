@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
 from pathlib import Path
@@ -10,10 +11,14 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enclavekit.dcap.collateral import Collateral, crl_der, fetch, fetch_for_quote, pck_ca_kind
 from enclavekit.dcap.quote import Quote
-from enclavekit.errors import AttestationError, CollateralFormatError
+from enclavekit.dcap.verify import Verifier
+from enclavekit.errors import AttestationError, CollateralFormatError, VerificationFailed
+from tests.dcap._collateral_sets import cases
 from tests.vectors import vector
 
 PHALA = "phala_dcap_qvl/sgx_quote_collateral.json"
@@ -190,3 +195,52 @@ def test_fetch_errors_are_typed() -> None:
         fetch("http://pcs.test", "00a0", client=None)
     with pytest.raises(CollateralFormatError, match="processor"):
         fetch("http://pcs.test", "00a067110000", "both")
+
+
+# --- mutated collateral: typed errors only, by the check that covers each piece -------------
+
+
+_CASE = cases()["phala_sgx_2025"]
+_VERIFIER = Verifier()
+_VERIFIER.verify(_CASE.quote, _CASE.collateral, at=_CASE.at)
+_EXPECTED = {
+    "root_ca_crl": {"format", "crl"},
+    "pck_crl": {"format", "crl"},
+    "tcb_info": {"format", "tcb_info_signature"},
+    "tcb_info_signature": {"tcb_info_signature"},
+    "qe_identity": {"format", "qe_identity_signature"},
+    "qe_identity_signature": {"qe_identity_signature"},
+    "tcb_info_issuer_chain": {"format", "tcb_info_chain", "root_untrusted"},
+    "qe_identity_issuer_chain": {"format", "qe_identity_chain", "root_untrusted"},
+}
+
+
+@given(st.sampled_from(sorted(_EXPECTED)), st.data())
+def test_flipped_collateral_piece_refused_by_its_check(field: str, data: st.DataObject) -> None:
+    value = getattr(_CASE.collateral, field)
+    offset = data.draw(st.integers(0, len(value) - 1))
+    bit = data.draw(st.integers(0, 7))
+    flipped = bytearray(value)
+    flipped[offset] ^= 1 << bit
+    coll = dataclasses.replace(_CASE.collateral, **{field: bytes(flipped)})
+    try:
+        _VERIFIER.verify(_CASE.quote, coll, at=_CASE.at)
+    except CollateralFormatError:
+        outcome = "format"
+    except VerificationFailed as exc:
+        outcome = exc.check
+    else:
+        outcome = "accepted"
+    if outcome == "accepted" and field.endswith("chain"):
+        # PEM line breaks and the like: only harmless if the certificates are unchanged
+        from enclavekit.dcap.roots import load_pem_chain
+
+        assert load_pem_chain(bytes(flipped)) == load_pem_chain(value)
+        return
+    assert outcome in _EXPECTED[field], (field, offset, bit, outcome)
+
+
+@given(st.text(max_size=400))
+def test_random_json_text_is_a_typed_error(text: str) -> None:
+    with pytest.raises(CollateralFormatError):
+        Collateral.from_json(text)
