@@ -322,3 +322,20 @@ def test_demo_app_key_transfer_by_quote_and_its_refusals(setup: Setup) -> None:
         fresh = compute.ecalls.quote_for("bob", os.urandom(32))
         with pytest.raises(EcallError, match="bob already gave its key"):
             compute.ecalls.receive_key("bob", *wrap_for("bob", os.urandom(32), fresh[-32:]))
+
+
+def test_concurrent_quotes_beyond_the_qe_tcs_count_all_succeed(setup: Setup) -> None:
+    """More threads than the QE has TCS (the Quoter admits at most that many at once): every
+    quote succeeds and carries its own REPORT body."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from enclavekit.host.quoting import QE_THREADS
+
+    manifest = (Path(__file__).resolve().parents[2] / "src" / "enclavekit" / "enclave" / "arch"
+                / "qe" / "enclave.toml").read_text()
+    assert f"threads = {QE_THREADS}\n" in manifest
+    target = setup.quoter.target_info()
+    reports = [setup.app.ecalls.make_report(target, bytes([i])) for i in range(QE_THREADS * 3)]
+    with ThreadPoolExecutor(QE_THREADS * 3) as pool:
+        quotes = list(pool.map(setup.quoter.quote, reports))
+    assert [Quote.parse(q).report_body for q in quotes] == [r[:384] for r in reports]

@@ -42,6 +42,8 @@ __all__ = ["ARCH_DIR", "QUOTE_OCALLS", "Quoter", "arch_image", "builtin_ocall", 
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "enclave" / "arch"
 """The architectural enclaves' app directories (``pce/``, ``qe/``)."""
+QE_THREADS = 4
+"""TCS of the QE (``enclave/arch/qe/enclave.toml``): at most this many quote calls at once."""
 _SIGNED_FLAGS = ARCH_ATTRIBUTES & ~int(AttributeFlags.INIT)  # EINIT sets INIT
 _MASK = Attributes(flags=DEFAULT_ATTRIBUTEMASK.flags | int(AttributeFlags.DEBUG),
                    xfrm=DEFAULT_ATTRIBUTEMASK.xfrm)
@@ -106,6 +108,7 @@ class Quoter:
         self._pce: Enclave | None = None
         self._qe: Enclave | None = None
         self._chain = b""
+        self._slots = threading.BoundedSemaphore(QE_THREADS)  # one per QE TCS: never refused
         self.loads = 0
         """How many times the architectural enclaves were loaded (1, plus one per loss)."""
 
@@ -168,7 +171,8 @@ class Quoter:
         for attempt in (1, 2):
             qe, chain = self._ready()
             try:
-                return call(qe, chain)
+                with self._slots:
+                    return call(qe, chain)
             except EnclaveLost:
                 if attempt == 2:
                     raise
