@@ -51,6 +51,9 @@ MORE = 1
 _CHUNK = struct.Struct("<II")
 _FRAME_HEADER = _frame.HEADER_SIZE
 _FRAME_MAGIC = _frame.MAGIC
+_VERSIONS = _frame.SUPPORTED_VERSIONS
+_UNKNOWN_FLAGS = ~_frame.KNOWN_FLAGS
+_VERSION = _frame.PROTOCOL_VERSION
 _SLOT = struct.Struct("<II4sHHIQI")
 """A chunk header followed by the header of the one frame the chunk carries whole."""
 _FRAME = struct.Struct("<4sHHIQI")
@@ -129,7 +132,7 @@ class Mailbox:
         if q[self._ack] != seq:
             _wait(q, self._ack, seq, check, equal=True)
         head = self._start + 128
-        _SLOT.pack_into(self._mv, head, _FRAME_HEADER + n, 0, _FRAME_MAGIC, _frame.PROTOCOL_VERSION,
+        _SLOT.pack_into(self._mv, head, _FRAME_HEADER + n, 0, _FRAME_MAGIC, _VERSION,
                         msg_type, flags, request_id, n)
         self._mv[head + 8 + _FRAME_HEADER : head + 8 + _FRAME_HEADER + n] = payload
         q[si] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
@@ -149,13 +152,13 @@ class Mailbox:
             seq = _wait(q, si, ack, check, equal=False)
         head = self._start + 128
         length, flags = _CHUNK.unpack_from(self._mv, head)  # read once, then checked
-        if flags & MORE or not _FRAME_HEADER <= length <= min(AREA, limit):
+        if flags & MORE or not _FRAME_HEADER <= length <= AREA or length > limit:
             return one_frame(self.recv(limit, check))  # chunked, short or refused there
         data = bytes(self._mv[head + 8 : head + 8 + length])
         q[ai] = seq
         magic, version, msg_type, fflags, request_id, size = _FRAME.unpack_from(data)
-        if magic != _FRAME_MAGIC or version not in _frame.SUPPORTED_VERSIONS \
-                or fflags & ~_frame.KNOWN_FLAGS or size != length - _FRAME_HEADER:
+        if magic != _FRAME_MAGIC or version not in _VERSIONS or fflags & _UNKNOWN_FLAGS \
+                or size != length - _FRAME_HEADER:
             return one_frame(data)  # raises the precise ProtocolError
         return Frame(msg_type, request_id, data[_FRAME_HEADER:], fflags, version)
 
