@@ -158,12 +158,13 @@ def test_openapi_document_lists_every_operation(client: TestClient) -> None:
         "/certificates:remove"}
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
-    max_leaves=12)
+    | st.floats(allow_nan=False, allow_infinity=False), _containers, max_leaves=12)
 _fields = st.sampled_from(["quote", "report", "runtimeData", "initTimeData", "nonce",
                            "draftPolicyForAttestation", "data", "dataType"])
 _bodies = st.dictionaries(_fields, _json_values | st.builds(
