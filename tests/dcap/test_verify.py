@@ -261,3 +261,14 @@ def test_verifier_is_safe_across_threads() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_trusted_roots_must_be_self_signed_cas() -> None:
+    from enclavekit.errors import CollateralFormatError
+    from tests.dcap._forge import pki
+
+    with pytest.raises(CollateralFormatError, match="self-signed CA"):
+        Verifier([pki().ca])  # issued by the test root, not self-signed
+    with pytest.raises(CollateralFormatError, match="at least one"):
+        Verifier([])
+    Verifier([pki().root])

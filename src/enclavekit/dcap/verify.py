@@ -182,6 +182,18 @@ def _names(cert: x509.Certificate) -> tuple[bytes, bytes]:
     return cert.issuer.public_bytes(), cert.subject.public_bytes()
 
 
+@functools.lru_cache(maxsize=64)
+def _check_self_signed(root: x509.Certificate) -> None:
+    """A trust anchor must be a self-signed CA (checked once per root, not per quote)."""
+    try:
+        root.verify_directly_issued_by(root)
+        if not _is_ca(root):
+            raise ValueError("not a CA")
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise CollateralFormatError(
+            f"trusted root {_cn(root.subject)!r} is not a self-signed CA certificate") from exc
+
+
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, what: str) -> None:
     if _names(cert)[0] != _names(issuer)[1]:
         raise CertificateChainError(check, f"{what}: issuer {cert.issuer.rfc4514_string()!r} "
@@ -359,7 +371,9 @@ class Verifier:
                  cache_validation: bool = True) -> None:
         roots = list(trusted_roots) if trusted_roots is not None else [intel_sgx_root_ca()]
         if not roots:
-            raise ValueError("at least one trusted root is required")
+            raise CollateralFormatError("at least one trusted root is required")
+        for root in roots:
+            _check_self_signed(root)
         self._roots = {_der(r): r for r in roots}
         self._grace = crl_grace
         self._size = cache_size
