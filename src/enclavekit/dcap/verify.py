@@ -204,6 +204,12 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, wha
         raise CertificateChainError(check, f"{what}: signature does not verify") from exc
 
 
+@functools.lru_cache(maxsize=512)
+def _subject_cn(cert: x509.Certificate) -> str:
+    return _cn(cert.subject)
+
+
+@functools.lru_cache(maxsize=512)
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -502,9 +508,9 @@ class Verifier:
         leaf, ca, root = certs
         for cert, needle, what in ((leaf, "SGX PCK Certificate", "PCK certificate"),
                                    (ca, "CA", "PCK CA"), (root, "SGX Root CA", "root CA")):
-            if needle not in _cn(cert.subject):
+            if needle not in _subject_cn(cert):
                 raise CertificateChainError(
-                    "pck_chain", f"{what} CN {_cn(cert.subject)!r} does not contain {needle!r}")
+                    "pck_chain", f"{what} CN {_subject_cn(cert)!r} does not contain {needle!r}")
         self._pin(root, "PCK chain")
         _issued_by(ca, root, "pck_chain", "PCK CA")
         _issued_by(leaf, ca, "pck_chain", "PCK certificate")
@@ -549,7 +555,7 @@ class Verifier:
                 check, f"{what} issuer chain has {len(certs)} certificates, expected 2 "
                        "(TCB signing, root CA)")
         signer, chain_root = certs
-        if "SGX TCB Signing" not in _cn(signer.subject):
+        if "SGX TCB Signing" not in _subject_cn(signer):
             raise CertificateChainError(
                 check, f"{what} signer CN {_cn(signer.subject)!r} lacks 'SGX TCB Signing'")
         self._pin(chain_root, f"{what} issuer chain")
