@@ -39,10 +39,16 @@ VECTORS = Path(os.environ.get("ENCLAVEKIT_VECTORS",
 AT = datetime.fromtimestamp(1752919277, UTC)
 
 
-def _rate(fn: Callable[[], object], *, number: int, repeat: int) -> float:
-    """Calls per second: median of ``repeat`` samples of ``number`` calls, after a warm-up."""
-    _common.per_call(fn, repeat=1, number=max(1, number // 10))
-    return 1.0 / _common.median(_common.per_call(fn, repeat=repeat, number=number))
+def _rates(fns: dict[str, tuple[Callable[[], object], int]], repeat: int) -> dict[str, float]:
+    """Calls per second of each function: the samples are interleaved (one sample of each per
+    round) so that load from other processes hits every figure alike; median per function."""
+    for fn, number in fns.values():  # warm-up
+        _common.per_call(fn, repeat=1, number=max(1, number // 10))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, (fn, number) in fns.items():
+            samples[name] += _common.per_call(fn, repeat=1, number=number)
+    return {name: 1.0 / _common.median(times) for name, times in samples.items()}
 
 
 def main(argv: list[str]) -> int:
@@ -56,19 +62,19 @@ def main(argv: list[str]) -> int:
     data = quote[:432]
     sig = sign_raw(key, data)
     public = key.public_key()
-    ecdsa = _rate(lambda: verify_raw(public, sig, data), number=200 * scale, repeat=5)
-
     checked_verifier = Verifier(cache_validation=False)
     cached_verifier = Verifier()
     expected = verify_quote(quote, collateral, at=AT).status
     for v in (checked_verifier, cached_verifier):
         assert v.verify(quote, collateral, at=AT).status == expected
 
-    checked = _rate(lambda: checked_verifier.verify(quote, collateral, at=AT),
-                    number=20 * scale, repeat=5)
-    bare = _rate(lambda: verify_quote(quote, collateral, at=AT), number=20 * scale, repeat=5)
-    cached = _rate(lambda: cached_verifier.verify(quote, collateral, at=AT),
-                   number=100 * scale, repeat=5)
+    rates = _rates({
+        "ecdsa": (lambda: verify_raw(public, sig, data), 100 * scale),
+        "checked": (lambda: checked_verifier.verify(quote, collateral, at=AT), 10 * scale),
+        "bare": (lambda: verify_quote(quote, collateral, at=AT), 10 * scale),
+        "cached": (lambda: cached_verifier.verify(quote, collateral, at=AT), 40 * scale),
+    }, repeat=5 if short else 9)
+    ecdsa, checked, bare, cached = (rates[k] for k in ("ecdsa", "checked", "bare", "cached"))
 
     print(f"raw ECDSA-P256 verify: {ecdsa:,.0f} /s (one core); a full check needs "
           f"{ECDSA_PER_QUOTE} of them, so at most {ecdsa / ECDSA_PER_QUOTE:,.0f} quotes/s here",
