@@ -12,13 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclavekit.attest.maa.app import MAX_BODY
+from enclavekit.attest.maa import AttestationService
+from enclavekit.attest.maa.app import MAX_BODY, error_status
+from enclavekit.errors import EnclaveKitError
 from tests.attest._maa import TestClient, asgi_client, b64url, make_service, sdk_quote, sdk_runtime
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
-    return asgi_client(make_service(tmp_path_factory.mktemp("maa-app")))
+def service(tmp_path_factory: pytest.TempPathFactory) -> AttestationService:
+    return make_service(tmp_path_factory.mktemp("maa-app"))
+
+
+@pytest.fixture(scope="module")
+def client(service: AttestationService) -> TestClient:
+    return asgi_client(service)
 
 
 def _cloud_error(reply: Any, status: int = 400, code: str | None = None) -> str:
@@ -159,19 +166,29 @@ def test_openapi_document_lists_every_operation(client: TestClient) -> None:
 
 
 def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
 
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20)
-    | st.floats(allow_nan=False, allow_infinity=False), _containers, max_leaves=12)
+    | st.floats(allow_nan=False, allow_infinity=False), _containers, max_leaves=4)
 _fields = st.sampled_from(["quote", "report", "runtimeData", "initTimeData", "nonce",
                            "draftPolicyForAttestation", "data", "dataType"])
 _bodies = st.dictionaries(_fields, _json_values | st.builds(
     lambda d: {"data": d, "dataType": "JSON"}, _json_values), max_size=4)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
+@given(body=_bodies, kind=st.sampled_from(["SgxEnclave", "OpenEnclave"]))
+def test_random_bodies_only_raise_typed_errors_that_map_to_400(
+        service: AttestationService, body: dict[str, Any], kind: str) -> None:
+    # the operation itself: every failure is a typed error the app answers with 400
+    with pytest.raises(EnclaveKitError) as info:
+        service.attest(kind, body, "http://maa.test")
+    assert error_status(info.value)[0] == 400
+
+
+@settings(max_examples=200, deadline=None)
 @given(body=_bodies, kind=st.sampled_from(["SgxEnclave", "OpenEnclave"]))
 def test_random_bodies_never_get_a_server_error(client: TestClient, body: dict[str, Any],
                                                 kind: str) -> None:
