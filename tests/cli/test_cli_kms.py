@@ -49,6 +49,13 @@ def test_keys_list_and_log(tmp_path: Path) -> None:
     assert json.loads(out)["decision"] == "refused"
 
 
+def test_list_and_log_refuse_a_directory_without_service_state(tmp_path: Path) -> None:
+    for args in (["keys", "list"], ["log"]):
+        code, _, err = run("kms", *args, "--data-dir", str(tmp_path / "typo"))
+        assert code == 1 and "no key-release service state" in err
+    assert not (tmp_path / "typo").exists()
+
+
 def test_serve_needs_a_trusted_authority(tmp_path: Path) -> None:
     code, _, err = run("kms", "serve", "--data-dir", str(tmp_path))
     assert code == 2 and "--trust-authority" in err

@@ -198,3 +198,21 @@ def test_update_and_delete(tmp_path: Path) -> None:
     with pytest.raises(KeyNotFound):
         store.get("k")
     assert json.dumps(store.names()) == "[]"
+
+
+def test_master_key_made_once_and_shared_by_concurrent_starts(tmp_path: Path) -> None:
+    import threading
+
+    stores: list[KeyStore] = []
+    threads = [threading.Thread(target=lambda: stores.append(KeyStore(tmp_path)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    key = stores[0].create("k", {"kty": "oct"})
+    assert all(s.get("k").material == key.material for s in stores)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys", "master.key"]
+    (tmp_path / "master.key").write_bytes(b"short")
+    with pytest.raises(IntegrityError, match="5 bytes, expected 32"):
+        KeyStore(tmp_path)

@@ -20,6 +20,14 @@ def _dir(data_dir: str | None) -> Path:
     return Path(data_dir) if data_dir else default_dir() / "kms"
 
 
+def _existing(data_dir: str | None) -> Path:
+    root = _dir(data_dir)
+    if not (root / "master.key").is_file():
+        raise click.ClickException(f"no key-release service state in {root} (start "
+                                   "'enclavekit kms serve' with this --data-dir first)")
+    return root
+
+
 _DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                          help="Keys, master key, TLS certificate and release log "
                               "(default: <enclavekit data dir>/kms).")
@@ -71,7 +79,7 @@ def keys_list(data_dir: str | None, as_json: bool) -> None:
     from ..errors import EnclaveKitError
     from ..kms.store import KeyStore
 
-    store = KeyStore(_dir(data_dir))
+    store = KeyStore(_existing(data_dir))
     rows: list[dict[str, Any]] = []
     for name in store.names():
         try:
@@ -106,7 +114,7 @@ def log(data_dir: str | None, as_json: bool, tail: int | None) -> None:
     """Show the release log: who asked for which key, with which enclave, and the decision."""
     from ..kms.audit import AuditLog
 
-    records = list(AuditLog(_dir(data_dir) / "release-log.jsonl").records())
+    records = list(AuditLog(_existing(data_dir) / "release-log.jsonl").records())
     if tail is not None:
         records = records[-tail:]
     for r in records:

@@ -243,17 +243,20 @@ class KeyStore:
 
     def _master_key(self) -> bytes:
         path = self.root / "master.key"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            key = path.read_bytes()
-            if len(key) != 32:
-                raise IntegrityError(f"master key {path} is {len(key)} bytes, expected 32") \
-                    from None
-            return key
-        key = secrets.token_bytes(32)
-        os.close(fd)
-        atomic_write(path, key, mode=0o600)
+        if not path.exists():
+            # Written to a temporary file, then linked into place: two services starting at
+            # once never see a half-written key, and the second one uses the first one's.
+            tmp = self.root / f".master.key.{os.getpid()}.{secrets.token_hex(4)}"
+            atomic_write(tmp, secrets.token_bytes(32), mode=0o600)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise IntegrityError(f"master key {path} is {len(key)} bytes, expected 32")
         return key
 
     # ------------------------------------------------------------------ persistence
