@@ -14,6 +14,7 @@ PCESVN is ≤ the PCK's wins. :func:`converge_qe_status` merges the QE's TCB sta
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -353,6 +354,10 @@ class TcbInfo:
         """The PCS response body, with the signed object byte-identical."""
         return b'{"tcbInfo":' + self.raw + b',"signature":"' + self.signature.hex().encode() + b'"}'
 
+    @functools.cached_property
+    def _descending(self) -> tuple[TcbLevel, ...]:
+        return tuple(sorted(self.levels, key=lambda lv: (lv.components, lv.pcesvn), reverse=True))
+
     def match(self, components: Sequence[int], pcesvn: int) -> TcbLevel | None:
         """The TCB level of a platform whose PCK certifies ``components`` and ``pcesvn``.
 
@@ -361,7 +366,7 @@ class TcbInfo:
         """
         if len(components) != 16:
             raise ValueError(f"expected 16 component SVNs, got {len(components)}")
-        for level in sorted(self.levels, key=lambda lv: (lv.components, lv.pcesvn), reverse=True):
+        for level in self._descending:
             if pcesvn >= level.pcesvn and all(
                 mine >= theirs for mine, theirs in zip(components, level.components, strict=True)
             ):
@@ -453,9 +458,13 @@ class QeIdentity:
         return (b'{"enclaveIdentity":' + self.raw + b',"signature":"'
                 + self.signature.hex().encode() + b'"}')
 
+    @functools.cached_property
+    def _descending(self) -> tuple[QeTcbLevel, ...]:
+        return tuple(sorted(self.levels, key=lambda lv: lv.isvsvn, reverse=True))
+
     def match(self, isvsvn: int) -> QeTcbLevel | None:
         """The level of a QE with ``isvsvn``: the highest level isvsvn ≤ it; None if below all."""
-        for level in sorted(self.levels, key=lambda lv: lv.isvsvn, reverse=True):
+        for level in self._descending:
             if level.isvsvn <= isvsvn:
                 return level
         return None

@@ -28,10 +28,10 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -171,12 +171,37 @@ def _cn(name: x509.Name) -> str:
     return str(attrs[0].value) if attrs else ""
 
 
-@functools.lru_cache(maxsize=512)
+_T = TypeVar("_T")
+
+
+def _per_object(fn: Callable[[x509.Certificate], _T]) -> Callable[[x509.Certificate], _T]:
+    """Memoize a pure function of a certificate by object identity.
+
+    Hashing a pyca certificate hashes its DER (and equality compares it), which costs more than
+    some of the values memoized here. An entry holds a strong reference to its certificate, so
+    the id cannot be reused while the entry exists; the table is simply cleared when full.
+    """
+    table: dict[int, tuple[x509.Certificate, _T]] = {}
+
+    def memo(cert: x509.Certificate) -> _T:
+        hit = table.get(id(cert))
+        if hit is not None and hit[0] is cert:
+            return hit[1]
+        value = fn(cert)
+        if len(table) >= 256:
+            table.clear()
+        table[id(cert)] = (cert, value)
+        return value
+
+    return memo
+
+
+@_per_object
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
-@functools.lru_cache(maxsize=512)
+@_per_object
 def _names(cert: x509.Certificate) -> tuple[bytes, bytes]:
     """(issuer, subject) as DER, compared byte for byte as QVL does."""
     return cert.issuer.public_bytes(), cert.subject.public_bytes()
@@ -204,12 +229,12 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, wha
         raise CertificateChainError(check, f"{what}: signature does not verify") from exc
 
 
-@functools.lru_cache(maxsize=512)
+@_per_object
 def _subject_cn(cert: x509.Certificate) -> str:
     return _cn(cert.subject)
 
 
-@functools.lru_cache(maxsize=512)
+@_per_object
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
