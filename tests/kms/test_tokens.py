@@ -11,6 +11,8 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enclavekit.errors import TokenRejected
 from enclavekit.kms.tokens import TokenVerifier, TrustedAuthority
@@ -147,3 +149,26 @@ def test_leeway_is_applied_to_exp_and_nbf() -> None:
     verifier.verify(auth.token(iat=990, nbf=1003, exp=1000), now=1004)
     with pytest.raises(TokenRejected, match="expired"):
         verifier.verify(auth.token(iat=990, nbf=990, exp=1000), now=1005)
+
+
+_VERIFIER = FakeAuthority().verifier()
+_GOOD = FakeAuthority().token(exp=4_000_000_000)
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ "
+
+
+@settings(max_examples=1000, deadline=None)
+@given(position=st.integers(0, _GOOD.rindex(".") - 1), char=st.sampled_from(_ALPHABET))
+def test_any_change_to_the_signed_part_is_refused(position: int, char: str) -> None:
+    if _GOOD[position] == char:
+        return
+    mutated = _GOOD[:position] + char + _GOOD[position + 1:]
+    with pytest.raises(TokenRejected):
+        _VERIFIER.verify(mutated)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300).map(
+    lambda b: ".".join(base64.urlsafe_b64encode(p).decode() for p in (b[:40], b[40:], b"")))))
+def test_random_tokens_are_typed_refusals(token: str) -> None:
+    with pytest.raises(TokenRejected):
+        _VERIFIER.verify(token)
