@@ -61,6 +61,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     client = asgi_client(first)
     assert client.put("/policies/SgxEnclave", content=PERMIT_ALL_POLICY).status_code == 200
     token = client.post("/attest/SgxEnclave", json={"quote": b64url(sdk_quote())}).json()["token"]
+    first.close()
     second = _service(tmp_path, clock)
     assert second.state.signing_key.kid == kid
     assert second.state.policy("SgxEnclave").text == PERMIT_ALL_POLICY
@@ -94,7 +95,10 @@ def test_rotation_keeps_old_key_in_certs_until_its_tokens_expire(tmp_path: Path)
     assert kids == [new_kid, old_kid]  # the signing key first
     assert _client_accepts(old_token, service.jwks())
     # survives a restart, still with both keys
-    assert [k["kid"] for k in _service(tmp_path, clock).jwks()["keys"]] == [new_kid, old_kid]
+    service.close()
+    service = _service(tmp_path, clock)
+    client = asgi_client(service)
+    assert [k["kid"] for k in service.jwks()["keys"]] == [new_kid, old_kid]
     # once every token of the old key has expired, the key leaves /certs
     clock.now += ATTESTATION_TOKEN_LIFETIME + 1
     assert [k["kid"] for k in client.get("/certs").json()["keys"]] == [new_kid]
@@ -134,6 +138,7 @@ def test_isolated_policy_and_signer_persist(tmp_path: Path) -> None:
     assert client.put("/policies/SgxEnclave", content=forged).json()["error"]["code"] == \
         "InvalidOperation"
     assert client.put("/policies/SgxEnclave", content=signed).status_code == 200
+    service.close()
     reopened = _service(tmp_path, clock)
     stored = reopened.state.policy("SgxEnclave")
     assert stored.jws == signed and stored.text == PERMIT_ALL_POLICY
@@ -155,6 +160,15 @@ def test_signed_policy_from_the_docs_verifies_and_is_refused_from_a_stranger(
     aad = _service(tmp_path / "aad", Clock(time.time()))
     assert asgi_client(aad).put("/policies/SgxEnclave", content=jws).status_code == 200
     assert "$is-debuggable" in aad.state.policy("SgxEnclave").text
+
+
+def test_a_data_directory_serves_one_service_at_a_time(tmp_path: Path) -> None:
+    with ServiceState.open(tmp_path):
+        with pytest.raises(AttestationError, match="in use by another attestation service"):
+            ServiceState.open(tmp_path)
+        with pytest.raises(AttestationError, match="in use"):
+            _service(tmp_path, Clock(time.time()))
+    ServiceState.open(tmp_path).close()  # free again once closed
 
 
 def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:

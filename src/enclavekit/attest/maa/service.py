@@ -79,6 +79,10 @@ class AttestationService:
                                        management_certs=config.management_certs, now=clock())
         self._parsed: dict[str, Policy] = {}
 
+    def close(self) -> None:
+        """Release the state directory (see :meth:`ServiceState.close`)."""
+        self.state.close()
+
     # --- helpers -----------------------------------------------------------------------
 
     def issuer(self, request_base: str) -> str:

@@ -16,8 +16,10 @@ the private keys).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -44,6 +46,7 @@ ATTESTATION_TYPES = ("SgxEnclave", "OpenEnclave")
 """The attestation types this service attests (both carry an SGX quote)."""
 _OTHER_TYPES = ("Tpm", "SevSnpVm", "TdxVm", "AzureGuest")
 STATE_FILE = "maa-state.json"
+LOCK_FILE = "maa-state.lock"
 _FORMAT = 1
 _KEY_BITS = 2048
 _CERT_YEARS = 10
@@ -140,6 +143,24 @@ class StoredPolicy:
     default: bool = False
 
 
+class _DirLock:
+    """An exclusive ``flock`` on ``<dir>/maa-state.lock``, held while the file stays open."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file = open(directory / LOCK_FILE, "a+b")  # noqa: SIM115 - held until close()
+        try:
+            os.chmod(directory / LOCK_FILE, 0o600)
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise AttestationError(f"{directory} is in use by another attestation service "
+                                   "(stop it first)") from None
+
+    def close(self) -> None:
+        self._file.close()
+
+
 _DEFAULT = StoredPolicy(default_policy_jws(DEFAULT_SGX_POLICY), DEFAULT_SGX_POLICY, default=True)
 
 
@@ -157,6 +178,19 @@ class ServiceState:
         self._common_name = common_name
         self._applied: dict[str, list[str]] = applied or {}
         self._lock = threading.RLock()
+        self._holder: _DirLock | None = None
+
+    def close(self) -> None:
+        """Release the data directory (the state stays readable in memory)."""
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
+
+    def __enter__(self) -> ServiceState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- opening -----------------------------------------------------------------------
 
@@ -170,13 +204,27 @@ class ServiceState:
         ``mode`` and ``management_certs`` apply when creating; for an existing state ``mode``
         must agree with the stored one, and given certificates are added to the stored ones.
 
+        The directory is locked (``flock`` on ``maa-state.lock``) until :meth:`close`: a second
+        service, or ``attest rotate-key``, on the same directory is refused while one runs.
+
         Raises:
             AttestationRequestError: isolated mode without a management certificate, or a mode
                 that contradicts the stored state.
-            AttestationError: the state file is unreadable.
+            AttestationError: the state file is unreadable, or the directory is in use.
         """
-        path = Path(data_dir) / STATE_FILE
-        certs = list(management_certs)
+        holder = _DirLock(Path(data_dir))
+        try:
+            state = cls._open_locked(Path(data_dir) / STATE_FILE, mode, list(management_certs),
+                                     common_name, now)
+        except BaseException:
+            holder.close()
+            raise
+        state._holder = holder
+        return state
+
+    @classmethod
+    def _open_locked(cls, path: Path, mode: Mode | None, certs: list[x509.Certificate],
+                     common_name: str, now: float | None) -> ServiceState:
         if path.exists():
             state = cls._load(path, common_name)
             if mode is not None and mode != state.mode:
