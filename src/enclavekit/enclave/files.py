@@ -16,6 +16,10 @@ moved file, a changed size and an added or removed chunk are all refused. Chunk 
 Writes go to a temporary copy that replaces the file atomically on close (temp, fsync,
 rename, fsync of the directory). The process remembers the last version and root it wrote or
 read per path and refuses older or forked copies (SE-6, in-run only; see the threat model).
+Runs of whole chunks move in batches of about 1 MiB: one ``pwritev`` of their ciphertexts,
+or one ``preadv`` into private memory (never decrypted where the host can still change
+them) followed by decryption straight into the caller's buffer; a chunk that does not
+authenticate is wiped from that buffer before the error is raised.
 """
 
 from __future__ import annotations

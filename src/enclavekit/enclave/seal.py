@@ -21,7 +21,9 @@ only between blobs of one signer.
 Unseal derives the key with the stored KEYREQUEST, so EGETKEY's own rules decide: a
 newer ISVSVN/CPUSVN unseals older blobs, never the reverse (``InvalidISVSVN`` /
 ``InvalidCPUSVN``); everything else is a :class:`~enclavekit.errors.SealRuleError`
-naming its rule.
+naming its rule. Each enclave instance remembers the keys EGETKEY gave it for up to 64
+KEYREQUESTs it sealed or unsealed with (the oldest dropped first; never a refusal), so
+unsealing a blob again costs no device round trip; another instance starts empty.
 """
 
 from __future__ import annotations
