@@ -194,7 +194,6 @@ def test_ts6_replayed_older_signed_policy_and_reset_refused(
                                           content=reset))["message"]
     assert service.state.policy("SgxEnclave").text == strict + "\n"
     # the record survives a restart
-    service.close()
     again = make_service(service.config.data_dir)
     assert asgi_client(again).put("/policies/SgxEnclave", content=old).status_code == 400
 

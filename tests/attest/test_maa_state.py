@@ -61,7 +61,6 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     client = asgi_client(first)
     assert client.put("/policies/SgxEnclave", content=PERMIT_ALL_POLICY).status_code == 200
     token = client.post("/attest/SgxEnclave", json={"quote": b64url(sdk_quote())}).json()["token"]
-    first.close()
     second = _service(tmp_path, clock)
     assert second.state.signing_key.kid == kid
     assert second.state.policy("SgxEnclave").text == PERMIT_ALL_POLICY
@@ -95,7 +94,6 @@ def test_rotation_keeps_old_key_in_certs_until_its_tokens_expire(tmp_path: Path)
     assert kids == [new_kid, old_kid]  # the signing key first
     assert _client_accepts(old_token, service.jwks())
     # survives a restart, still with both keys
-    service.close()
     service = _service(tmp_path, clock)
     client = asgi_client(service)
     assert [k["kid"] for k in service.jwks()["keys"]] == [new_kid, old_kid]
@@ -138,7 +136,6 @@ def test_isolated_policy_and_signer_persist(tmp_path: Path) -> None:
     assert client.put("/policies/SgxEnclave", content=forged).json()["error"]["code"] == \
         "InvalidOperation"
     assert client.put("/policies/SgxEnclave", content=signed).status_code == 200
-    service.close()
     reopened = _service(tmp_path, clock)
     stored = reopened.state.policy("SgxEnclave")
     assert stored.jws == signed and stored.text == PERMIT_ALL_POLICY
@@ -162,13 +159,35 @@ def test_signed_policy_from_the_docs_verifies_and_is_refused_from_a_stranger(
     assert "$is-debuggable" in aad.state.policy("SgxEnclave").text
 
 
-def test_a_data_directory_serves_one_service_at_a_time(tmp_path: Path) -> None:
-    with ServiceState.open(tmp_path):
-        with pytest.raises(AttestationError, match="in use by another attestation service"):
-            ServiceState.open(tmp_path)
-        with pytest.raises(AttestationError, match="in use"):
-            _service(tmp_path, Clock(time.time()))
-    ServiceState.open(tmp_path).close()  # free again once closed
+def test_services_sharing_a_data_directory_see_each_others_changes(tmp_path: Path) -> None:
+    # as the workers of one service (or attest rotate-key beside a running service) do
+    clock = Clock(time.time())
+    one, two = _service(tmp_path, clock), _service(tmp_path, clock)
+    assert asgi_client(one).put("/policies/SgxEnclave", content=PERMIT_ALL_POLICY
+                                ).status_code == 200
+    assert two.state.policy("SgxEnclave").text == PERMIT_ALL_POLICY
+    old = one.state.signing_key.kid
+    new = two.rotate_signing_key()
+    assert one.state.signing_key.kid == new
+    token = asgi_client(one).post("/attest/SgxEnclave",
+                                  json={"quote": b64url(sdk_quote())}).json()["token"]
+    assert jwt_parts(token)[0]["kid"] == new
+    assert [k["kid"] for k in one.jwks()["keys"]] == [new, old]
+    # a change made by one is the base of the next change made by the other
+    assert asgi_client(two).post("/policies/SgxEnclave:reset", content=b"").status_code == 200
+    assert one.state.policy("SgxEnclave").default
+    assert [k["kid"] for k in two.jwks()["keys"]] == [new, old]
+
+
+def test_a_failed_change_leaves_memory_and_file_as_they_were(tmp_path: Path) -> None:
+    _, cert = signer("only")
+    state = ServiceState.open(tmp_path, mode="isolated", management_certs=[cert])
+    before = (tmp_path / STATE_FILE).read_bytes()
+    with pytest.raises(AttestationRequestError, match="last policy-management"):
+        state.remove_management_cert(cert, applied="ab" * 32)
+    assert (tmp_path / STATE_FILE).read_bytes() == before
+    assert state.is_management_cert(cert) and not state.was_applied("certificates:remove",
+                                                                    "ab" * 32)
 
 
 def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:

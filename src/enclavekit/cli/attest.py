@@ -164,24 +164,21 @@ def serve(host: str, port: int, tls_cert: str | None, tls_key: str | None,
         click.echo(f"signing key kid {service.state.signing_key.kid}; state in "
                    f"{config.data_dir}", err=True)
 
-    try:
-        run(create_app(service), host, port, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready)
-    finally:
-        service.close()
+    run(create_app(service), host, port, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready)
 
 
 @group.command("rotate-key")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Service state directory (default: <enclavekit data dir>/attest).")
 def rotate_key(data_dir: str | None) -> None:
-    """Make a new token-signing key (refused while a service uses the directory; the old key
-    stays in /certs until every token it signed has expired)."""
+    """Make a new token-signing key; a running service signs with it from its next token, and
+    the old key stays in /certs until every token it signed has expired."""
     from ..attest.maa import ServiceState
     from ..attest.maa.tokens import ATTESTATION_TOKEN_LIFETIME
 
-    with ServiceState.open(_service_dir(data_dir)) as state:
-        old = state.signing_key.kid
-        new = state.rotate(ATTESTATION_TOKEN_LIFETIME).kid
+    state = ServiceState.open(_service_dir(data_dir))
+    old = state.signing_key.kid
+    new = state.rotate(ATTESTATION_TOKEN_LIFETIME).kid
     click.echo(f"signing key {new} (was {old}, kept in /certs for "
                f"{ATTESTATION_TOKEN_LIFETIME // 3600} h)")
 

@@ -79,10 +79,6 @@ class AttestationService:
                                        management_certs=config.management_certs, now=clock())
         self._parsed: dict[str, Policy] = {}
 
-    def close(self) -> None:
-        """Release the state directory (see :meth:`ServiceState.close`)."""
-        self.state.close()
-
     # --- helpers -----------------------------------------------------------------------
 
     def issuer(self, request_base: str) -> str:
@@ -188,18 +184,10 @@ class AttestationService:
             raise AttestationRequestError(f"{what}: the JWS signer is not a policy-management "
                                           "certificate of this service", "Unauthorized")
 
-    def _replay_guard(self, scope: str, jws: Jws, changes: bool) -> str | None:
-        """The SHA-256 of a signed JWS, after refusing it if it was applied before and would
-        change the state now (a replay of a superseded change). Unsigned: ``None``."""
-        if jws.signer is None:
-            return None
-        digest = hashlib.sha256(jws.text.encode()).hexdigest()
-        if changes and self.state.was_applied(scope, digest):
-            raise AttestationRequestError(
-                "this signed JWS was applied before and has been superseded since; a replay is "
-                "refused (sign a new one: change the policy text or add an iat claim)",
-                "InvalidOperation")
-        return digest
+    @staticmethod
+    def _digest(jws: Jws) -> str | None:
+        """SHA-256 of a signed JWS, for the state's replay record (unsigned: ``None``)."""
+        return hashlib.sha256(jws.text.encode()).hexdigest() if jws.signer is not None else None
 
     def get_policy(self, attestation_type: str, request_base: str) -> str:
         stored = self.state.policy(canonical_type(attestation_type))
@@ -233,9 +221,8 @@ class AttestationService:
                                               "InvalidOperation") from None
             stored_jws = jws.text
         self._policy(text)
-        applied = self._replay_guard(f"policy:{kind}", jws,
-                                     self.state.policy(kind).jws != stored_jws)
-        self.state.set_policy(kind, StoredPolicy(stored_jws, text, jws.signer), applied)
+        self.state.set_policy(kind, StoredPolicy(stored_jws, text, jws.signer),
+                              self._digest(jws))
         claims: dict[str, Any] = {
             "x-ms-policy-result": "Updated",
             "x-ms-policy-token-hash": b64url(hashlib.sha256(body.encode()).digest())}
@@ -248,8 +235,7 @@ class AttestationService:
         kind = canonical_type(attestation_type)
         jws = parse_jws(body, what="reset JWS") if body.strip(" \t\r\n") else Jws("", {}, b"", None)
         self._authorize(jws, "reset policy")
-        applied = self._replay_guard(f"policy:{kind}", jws, not self.state.policy(kind).default)
-        self.state.reset_policy(kind, applied)
+        self.state.reset_policy(kind, self._digest(jws))
         claims: dict[str, Any] = {"x-ms-policy-result": "Removed"}
         if jws.signer is not None:
             claims["x-ms-policy-signer"] = _jwk(jws.signer)
@@ -282,12 +268,10 @@ class AttestationService:
                                           "InvalidOperation")
         cert = load_x5c_cert(jwk["x5c"][0], "policyCertificate.x5c[0]")
         # add and remove JWS of one certificate are the same bytes: one record per operation
-        scope = "certificates:add" if add else "certificates:remove"
-        applied = self._replay_guard(scope, jws, self.state.is_management_cert(cert) != add)
         if add:
-            self.state.add_management_cert(cert, scope, applied)
+            self.state.add_management_cert(cert, "certificates:add", self._digest(jws))
         else:
-            self.state.remove_management_cert(cert, scope, applied)
+            self.state.remove_management_cert(cert, "certificates:remove", self._digest(jws))
         return self._policy_response({
             "x-ms-certificate-thumbprint": cert_thumbprint(cert),
             "x-ms-policycertificates-result": "IsPresent" if add else "IsAbsent"}, request_base)

@@ -15,6 +15,7 @@ the private keys).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -22,7 +23,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -143,54 +144,58 @@ class StoredPolicy:
     default: bool = False
 
 
-class _DirLock:
-    """An exclusive ``flock`` on ``<dir>/maa-state.lock``, held while the file stays open."""
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<dir>/maa-state.lock`` for one read-modify-write."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._file = open(directory / LOCK_FILE, "a+b")  # noqa: SIM115 - held until close()
-        try:
-            os.chmod(directory / LOCK_FILE, 0o600)
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise AttestationError(f"{directory} is in use by another attestation service "
-                                   "(stop it first)") from None
 
-    def close(self) -> None:
-        self._file.close()
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 _DEFAULT = StoredPolicy(default_policy_jws(DEFAULT_SGX_POLICY), DEFAULT_SGX_POLICY, default=True)
 
 
+@dataclass
+class _Contents:
+    mode: Mode
+    keys: list[SigningKey]
+    policies: dict[str, StoredPolicy]
+    certs: list[x509.Certificate]
+    applied: dict[str, list[str]]
+
+
 class ServiceState:
-    """Keys, policies, management certificates and mode, persisted in ``data_dir``."""
+    """Keys, policies, management certificates and mode, persisted in ``data_dir``.
 
-    def __init__(self, path: Path, mode: Mode, keys: list[SigningKey],
-                 policies: dict[str, StoredPolicy], management_certs: list[x509.Certificate],
-                 common_name: str, applied: dict[str, list[str]] | None = None) -> None:
+    Several processes (the workers of one service, ``attest rotate-key``) may share a data
+    directory: every change is a read-modify-write under an exclusive ``flock`` on
+    ``maa-state.lock``, and every read first reloads the file if another process replaced it
+    (one ``stat`` per read).
+    """
+
+    def __init__(self, path: Path, contents: _Contents, common_name: str) -> None:
         self.path = path
-        self.mode: Mode = mode
-        self._keys = keys
-        self._policies = policies
-        self._certs = management_certs
+        self._c = contents
         self._common_name = common_name
-        self._applied: dict[str, list[str]] = applied or {}
+        self._stamp = _stamp(path)
         self._lock = threading.RLock()
-        self._holder: _DirLock | None = None
 
-    def close(self) -> None:
-        """Release the data directory (the state stays readable in memory)."""
-        if self._holder is not None:
-            self._holder.close()
-            self._holder = None
-
-    def __enter__(self) -> ServiceState:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def mode(self) -> Mode:
+        """``aad`` or ``isolated`` (fixed when the state is created)."""
+        return self._c.mode
 
     # --- opening -----------------------------------------------------------------------
 
@@ -204,122 +209,115 @@ class ServiceState:
         ``mode`` and ``management_certs`` apply when creating; for an existing state ``mode``
         must agree with the stored one, and given certificates are added to the stored ones.
 
-        The directory is locked (``flock`` on ``maa-state.lock``) until :meth:`close`: a second
-        service, or ``attest rotate-key``, on the same directory is refused while one runs.
-
         Raises:
             AttestationRequestError: isolated mode without a management certificate, or a mode
                 that contradicts the stored state.
-            AttestationError: the state file is unreadable, or the directory is in use.
+            AttestationError: the state file is unreadable.
         """
-        holder = _DirLock(Path(data_dir))
-        try:
-            state = cls._open_locked(Path(data_dir) / STATE_FILE, mode, list(management_certs),
-                                     common_name, now)
-        except BaseException:
-            holder.close()
-            raise
-        state._holder = holder
-        return state
-
-    @classmethod
-    def _open_locked(cls, path: Path, mode: Mode | None, certs: list[x509.Certificate],
-                     common_name: str, now: float | None) -> ServiceState:
-        if path.exists():
-            state = cls._load(path, common_name)
-            if mode is not None and mode != state.mode:
-                raise AttestationRequestError(f"{path} holds a {state.mode}-mode service; "
-                                              f"use another --data-dir for {mode} mode")
+        directory = Path(data_dir)
+        path = directory / STATE_FILE
+        certs = list(management_certs)
+        with _dir_lock(directory):
+            if path.exists():
+                state = cls(path, _read(path), common_name)
+                if mode is not None and mode != state.mode:
+                    raise AttestationRequestError(f"{path} holds a {state.mode}-mode service; "
+                                                  f"use another --data-dir for {mode} mode")
+                if any([state._add_cert(c) for c in certs]):
+                    state._save()
+                return state
+            mode = mode or "aad"
+            if mode not in MODES:
+                raise AttestationRequestError(f"mode must be aad or isolated, not {mode!r}")
+            if mode == "isolated" and not certs:
+                raise AttestationRequestError("isolated mode needs at least one "
+                                              "policy-management certificate")
+            now = time.time() if now is None else now
+            state = cls(path, _Contents(mode, [SigningKey.generate(now, common_name)], {}, [],
+                                        {}), common_name)
             for cert in certs:
                 state._add_cert(cert)
-            if certs:
-                state._save()
+            state._save()
             return state
-        mode = mode or "aad"
-        if mode not in MODES:
-            raise AttestationRequestError(f"mode must be aad or isolated, not {mode!r}")
-        if mode == "isolated" and not certs:
-            raise AttestationRequestError("isolated mode needs at least one policy-management "
-                                          "certificate")
-        now = time.time() if now is None else now
-        state = cls(path, mode, [SigningKey.generate(now, common_name)], {}, [], common_name)
-        for cert in certs:
-            state._add_cert(cert)
-        state._save()
-        return state
-
-    @classmethod
-    def _load(cls, path: Path, common_name: str) -> ServiceState:
-        try:
-            doc = json.loads(path.read_text())
-            if doc.get("format") != _FORMAT:
-                raise ValueError(f"unknown format {doc.get('format')!r}")
-            keys = [SigningKey.from_json(k) for k in doc["keys"]]
-            policies = {
-                t: StoredPolicy(p["jws"], p["text"],
-                                x509.load_pem_x509_certificate(p["signer"].encode())
-                                if p.get("signer") else None)
-                for t, p in doc["policies"].items()}
-            certs = [x509.load_pem_x509_certificate(c.encode())
-                     for c in doc["management_certificates"]]
-            mode = doc["mode"]
-            applied = {str(k): [str(d) for d in v] for k, v in doc.get("applied", {}).items()}
-            if mode not in MODES or not keys:
-                raise ValueError("bad mode or no signing key")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise AttestationError(f"{path}: attestation service state is unreadable "
-                                        f"({exc})") from None
-        return cls(path, mode, keys, policies, certs, common_name, applied)
 
     def _save(self) -> None:
-        doc = {"format": _FORMAT, "mode": self.mode,
-               "keys": [k.to_json() for k in self._keys],
+        c = self._c
+        doc = {"format": _FORMAT, "mode": c.mode,
+               "keys": [k.to_json() for k in c.keys],
                "policies": {t: {"jws": p.jws, "text": p.text,
                                 "signer": _pem(p.signer) if p.signer else None}
-                            for t, p in self._policies.items()},
-               "management_certificates": [_pem(c) for c in self._certs],
-               "applied": self._applied}
+                            for t, p in c.policies.items()},
+               "management_certificates": [_pem(cert) for cert in c.certs],
+               "applied": c.applied}
         atomic_write(self.path, json.dumps(doc, indent=1).encode())
+        self._stamp = _stamp(self.path)
+
+    def refresh(self) -> None:
+        """Reload the file if another process has replaced it since it was last read."""
+        stamp = _stamp(self.path)
+        if stamp is not None and stamp != self._stamp:
+            with self._lock:
+                self._c = _read(self.path)
+                self._stamp = stamp
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[_Contents]:
+        """A read-modify-write: locked, on the newest contents, saved at the end."""
+        with self._lock, _dir_lock(self.path.parent):
+            self.refresh()
+            try:
+                yield self._c
+            except BaseException:
+                self._stamp = None  # drop what the failed change did in memory: reload
+                raise
+            self._save()
 
     # --- signing keys ------------------------------------------------------------------
 
     @property
     def signing_key(self) -> SigningKey:
         """The key that signs new tokens."""
-        return self._keys[0]
+        self.refresh()
+        return self._c.keys[0]
 
     def jwks(self, now: float | None = None) -> dict[str, Any]:
         """``{"keys": [...]}``: the current key first, then retired keys whose tokens may still
         be valid."""
         now = time.time() if now is None else now
-        with self._lock:
-            return {"keys": [k.jwk() for k in self._keys
-                             if k.drop_after is None or k.drop_after >= now]}
+        self.refresh()
+        return {"keys": [k.jwk() for k in self._c.keys
+                         if k.drop_after is None or k.drop_after >= now]}
 
     def rotate(self, keep_for: int, now: float | None = None) -> SigningKey:
         """Make a new signing key; the old ones stay in the JWKS for ``keep_for`` seconds (the
         longest token lifetime), and keys past that are forgotten."""
         now = time.time() if now is None else now
-        with self._lock:
-            new = SigningKey.generate(now, self._common_name)
+        new = SigningKey.generate(now, self._common_name)
+        with self._changing() as c:
             kept = [k if k.drop_after is not None else
                     SigningKey(k.kid, k.key, k.cert, k.created, int(now) + keep_for)
-                    for k in self._keys]
-            self._keys = [new, *[k for k in kept if k.drop_after is None or k.drop_after >= now]]
-            self._save()
-            return new
+                    for k in c.keys]
+            c.keys = [new, *[k for k in kept if k.drop_after is None or k.drop_after >= now]]
+        return new
 
     # --- replay record of signed changes ------------------------------------------------
 
     def was_applied(self, scope: str, digest: str) -> bool:
         """Whether a signed JWS with this SHA-256 was applied before in ``scope``."""
-        with self._lock:
-            return digest in self._applied.get(scope, ())
+        self.refresh()
+        return digest in self._c.applied.get(scope, ())
 
-    def _record(self, scope: str, digest: str | None) -> None:
+    def _record(self, scope: str, digest: str | None, changes: bool) -> None:
+        """Refuse a replay (``digest`` applied before, and it would change something), then
+        remember ``digest``. Called inside :meth:`_changing`."""
         if digest is None:
             return
-        seen = self._applied.setdefault(scope, [])
+        seen = self._c.applied.setdefault(scope, [])
+        if changes and digest in seen:
+            raise AttestationRequestError(
+                "this signed JWS was applied before and has been superseded since; a replay is "
+                "refused (sign a new one: change the policy text or add an iat claim)",
+                "InvalidOperation")
         if digest not in seen:
             seen.append(digest)
             del seen[:-_MAX_APPLIED]
@@ -328,30 +326,29 @@ class ServiceState:
 
     def policy(self, attestation_type: str) -> StoredPolicy:
         """The stored policy of a type, or its default."""
-        with self._lock:
-            stored = self._policies.get(attestation_type)
+        self.refresh()
+        stored = self._c.policies.get(attestation_type)
         return stored if stored is not None else _DEFAULT
 
     def set_policy(self, attestation_type: str, policy: StoredPolicy,
                    applied: str | None = None) -> None:
-        """Store ``policy``; ``applied``: the SHA-256 of the signed JWS, for replay checks."""
-        with self._lock:
-            self._policies[attestation_type] = policy
-            self._record(f"policy:{attestation_type}", applied)
-            self._save()
+        """Store ``policy``; ``applied``: the SHA-256 of its signed JWS (replays refused)."""
+        with self._changing() as c:
+            current = c.policies.get(attestation_type, _DEFAULT)
+            self._record(f"policy:{attestation_type}", applied, current.jws != policy.jws)
+            c.policies[attestation_type] = policy
 
     def reset_policy(self, attestation_type: str, applied: str | None = None) -> None:
-        with self._lock:
-            self._policies.pop(attestation_type, None)
-            self._record(f"policy:{attestation_type}", applied)
-            self._save()
+        with self._changing() as c:
+            self._record(f"policy:{attestation_type}", applied, attestation_type in c.policies)
+            c.policies.pop(attestation_type, None)
 
     # --- policy-management certificates ------------------------------------------------
 
     @property
     def management_certs(self) -> list[x509.Certificate]:
-        with self._lock:
-            return list(self._certs)
+        self.refresh()
+        return list(self._c.certs)
 
     def is_management_cert(self, cert: x509.Certificate) -> bool:
         der = cert.public_bytes(serialization.Encoding.DER)
@@ -361,15 +358,14 @@ class ServiceState:
     def _add_cert(self, cert: x509.Certificate) -> bool:
         if self.is_management_cert(cert):
             return False
-        self._certs.append(cert)
+        self._c.certs.append(cert)
         return True
 
     def add_management_cert(self, cert: x509.Certificate, scope: str = "certificates:add",
                             applied: str | None = None) -> None:
-        with self._lock:
-            if self._add_cert(cert):
-                self._record(scope, applied)
-                self._save()
+        with self._changing():
+            self._record(scope, applied, not self.is_management_cert(cert))
+            self._add_cert(cert)
 
     def remove_management_cert(self, cert: x509.Certificate,
                                scope: str = "certificates:remove",
@@ -380,14 +376,34 @@ class ServiceState:
             AttestationRequestError: it is the last certificate of an isolated-mode service.
         """
         der = cert.public_bytes(serialization.Encoding.DER)
-        with self._lock:
-            keep = [c for c in self._certs if c.public_bytes(serialization.Encoding.DER) != der]
-            if len(keep) == len(self._certs):
-                return
-            if not keep and self.mode == "isolated":
+        with self._changing() as c:
+            keep = [x for x in c.certs if x.public_bytes(serialization.Encoding.DER) != der]
+            if not keep and c.certs and c.mode == "isolated":
                 raise AttestationRequestError("the last policy-management certificate of an "
                                               "isolated-mode service cannot be removed",
                                               "InvalidOperation")
-            self._certs = keep
-            self._record(scope, applied)
-            self._save()
+            self._record(scope, applied, len(keep) != len(c.certs))
+            c.certs = keep
+
+
+def _read(path: Path) -> _Contents:
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != _FORMAT:
+            raise ValueError(f"unknown format {doc.get('format')!r}")
+        keys = [SigningKey.from_json(k) for k in doc["keys"]]
+        policies = {
+            t: StoredPolicy(p["jws"], p["text"],
+                            x509.load_pem_x509_certificate(p["signer"].encode())
+                            if p.get("signer") else None)
+            for t, p in doc["policies"].items()}
+        certs = [x509.load_pem_x509_certificate(c.encode())
+                 for c in doc["management_certificates"]]
+        mode = doc["mode"]
+        applied = {str(k): [str(d) for d in v] for k, v in doc.get("applied", {}).items()}
+        if mode not in MODES or not keys:
+            raise ValueError("bad mode or no signing key")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AttestationError(f"{path}: attestation service state is unreadable "
+                               f"({exc})") from None
+    return _Contents(mode, keys, policies, certs, applied)
