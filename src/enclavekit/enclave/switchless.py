@@ -120,10 +120,11 @@ class Worker:
                 raise ProtocolError(f"request id {rid} is not above {self.last}: a replayed "
                                     "or reordered frame")
             self.last = rid
-            call = self.calls.get(frame.payload)
+            small = len(frame.payload) <= _CACHED_PAYLOAD  # (a big one is not even hashed)
+            call = self.calls.get(frame.payload) if small else None
             if call is None:
                 call = decode_value(frame.payload, Call, what="ECALL")
-                if len(frame.payload) <= _CACHED_PAYLOAD and len(self.calls) < _CACHED_CALLS:
+                if small and len(self.calls) < _CACHED_CALLS:
                     self.calls[frame.payload] = call  # the same bytes decode the same way
             claimed = disp.claim_call(call)
         except _Stop:
