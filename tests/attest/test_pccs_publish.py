@@ -234,3 +234,28 @@ def test_crl_numbers_only_go_up_even_if_the_published_file_is_lost(data_dir: Pat
     publisher.path.unlink()
     assert publisher.current().crl_number > first.crl_number
     assert StateStore(data_dir).load().crl_number == first.crl_number + 1
+
+
+def test_a_crash_while_publishing_loses_no_change(data_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state is saved before it is published: if signing or writing the publication
+    fails, the old publication stays whole and the next request publishes the change."""
+    from enclavekit.attest.pccs import publish as publish_module
+
+    clock = Clock()
+    publisher = Publisher.open(data_dir, clock)
+    first = publisher.current()
+    before = publisher.path.read_bytes()
+
+    def crash(path: object, data: bytes, *, mode: int = 0o600) -> None:
+        raise OSError("power lost")
+
+    monkeypatch.setattr(publish_module, "atomic_write", crash)
+    with pytest.raises(OSError, match="power lost"):
+        publisher.update(lambda s: s.with_revoked([4242], "a", "2026-03-01T12:00:00Z"))
+    monkeypatch.undo()
+    assert publisher.path.read_bytes() == before  # the old publication, untouched
+    assert Publication.from_json(before) == first
+    again = Publisher.open(data_dir, clock).current()
+    assert 4242 in {r.serial_number for r in x509.load_der_x509_crl(again.pck_crl)}
+    assert again.crl_number > first.crl_number
