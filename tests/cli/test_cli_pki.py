@@ -122,3 +122,27 @@ def test_demo_checks_the_enclave_with_a_quote(tmp_path: Path) -> None:
             in out
     assert "refuses the same quote (QV-12): CertificateChainError" in out
     assert out.index("quote v3 verified") < out.index("wrapped key alice")
+
+
+def test_pki_show_prints_the_certified_tcb_and_identity(tmp_path: Path) -> None:
+    import json
+
+    from enclavekit.vm.platform import PlatformStore
+
+    d = str(tmp_path)
+    assert run("vm", "--data-dir", d, "create", "dev", "--size", "DC1s_v2")[0] == 0
+    ident = PlatformStore(tmp_path).load("dev")
+    code, out, err = run("pki", "--data-dir", d, "show", "--vm", "dev", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    prov = Provisioning.open(tmp_path)
+    assert doc["ppid"] == ident.ppid.hex() and doc["cpusvn"] == ident.cpusvn.hex()
+    assert doc["tcb_components"] == list(ident.cpusvn) and doc["pcesvn"] == ident.pcesvn
+    assert doc["fmspc"] == "00ee0a000000" and doc["pceid"] == "0000" and doc["sgx_type"] == 0
+    assert int(doc["serial"], 16) == prov.pck_certificate("dev").serial_number
+    assert "not Intel" in doc["subject"] and "not Intel" in doc["root_subject"]
+    assert doc["arch_mrsigner"] == prov.arch_signer().mrsigner().hex()
+    code, out, _ = run("pki", "--data-dir", d, "show", "--vm", "dev")
+    assert code == 0 and "fmspc           00ee0a000000" in out
+    code, _, err = run("pki", "--data-dir", d, "show", "--vm", "ghost")
+    assert code == 1 and "VMNotFound" in err
