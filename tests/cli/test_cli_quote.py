@@ -12,9 +12,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enclavekit.cli import main
+from enclavekit.cli.quote import describe
 from enclavekit.dcap.collateral import Collateral
+from enclavekit.dcap.quote import Quote
+from enclavekit.errors import QuoteFormatError
 from tests.dcap._collateral_sets import cases
 from tests.vectors import vector
 
@@ -214,3 +219,18 @@ def test_verify_with_unreachable_pccs() -> None:
                   PHALA_AT, "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"] == "attestation"
+
+
+
+_PHALA_BYTES = vector(PHALA_Q).read_bytes()
+
+
+@given(st.integers(0, len(_PHALA_BYTES) - 1), st.integers(0, 7))
+def test_show_of_a_flipped_quote_is_decoded_or_typed(offset: int, bit: int) -> None:
+    data = bytearray(_PHALA_BYTES)
+    data[offset] ^= 1 << bit
+    try:
+        quote = Quote.parse(bytes(data), allow_trailing=True)
+        json.dumps(describe(quote, oe_header=False, trailing=0))
+    except QuoteFormatError:
+        pass

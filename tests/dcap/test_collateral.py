@@ -244,3 +244,15 @@ def test_flipped_collateral_piece_refused_by_its_check(field: str, data: st.Data
 def test_random_json_text_is_a_typed_error(text: str) -> None:
     with pytest.raises(CollateralFormatError):
         Collateral.from_json(text)
+
+
+def test_crl_with_an_invalid_version_is_a_format_error() -> None:
+    """pyca raises InvalidVersion (not a ValueError) for a CRL version outside v1..v2."""
+    der = bytearray(vector("mobilecoin_attestation/root_crl.der").read_bytes())
+    assert der[7:10] == b"\x02\x01\x01"  # tbsCertList: version INTEGER 1 (v2)
+    der[9] = 5
+    with pytest.raises(CollateralFormatError, match="does not parse"):
+        crl_der(bytes(der))
+    coll = dataclasses.replace(_CASE.collateral, root_ca_crl=bytes(der))
+    with pytest.raises(CollateralFormatError, match="does not parse"):
+        _VERIFIER.verify(_CASE.quote, coll, at=_CASE.at)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .._fs import atomic_write
 from ..errors import AttestationError, CollateralFormatError
@@ -58,10 +59,8 @@ def crl_der(data: bytes | str, what: str = "CRL") -> bytes:
     if raw.lstrip().startswith(b"-----BEGIN X509 CRL-----"):
         try:
             crl = x509.load_pem_x509_crl(raw.strip())
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CollateralFormatError(f"{what}: PEM does not parse: {exc}") from exc
-        from cryptography.hazmat.primitives.serialization import Encoding
-
         return crl.public_bytes(Encoding.DER)
     if raw[:1] != b"\x30":
         if not raw.strip() or not _HEX.fullmatch(raw):
@@ -72,7 +71,7 @@ def crl_der(data: bytes | str, what: str = "CRL") -> bytes:
             raise CollateralFormatError(f"{what}: odd-length or malformed hex") from exc
     try:
         x509.load_der_x509_crl(raw)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CollateralFormatError(f"{what}: DER does not parse: {exc}") from exc
     return raw
 
@@ -303,7 +302,10 @@ def pck_ca_kind(quote: Quote, collateral_chain: bytes | None = None) -> tuple[by
     if len(chain) < 2:
         raise CollateralFormatError("PCK chain needs the PCK certificate and its CA")
     ext = PckExtension.from_certificate(chain[0])
-    names = chain[1].subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    try:
+        names = chain[1].subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except (ValueError, TypeError) as exc:
+        raise CollateralFormatError(f"PCK CA subject does not parse: {exc}") from exc
     cn = str(names[0].value) if names else ""
     return ext.fmspc, "platform" if "Platform" in cn else "processor"
 

@@ -377,11 +377,12 @@ def _der_item(der: bytes, pos: int) -> tuple[int, int, int]:
 
 
 def check_certificate_envelope(der: bytes) -> None:
-    """Refuse a certificate whose unsigned outer DER is not the one canonical shape.
+    """Refuse a certificate (or CRL) whose unsigned outer DER is not the one canonical shape.
 
     pyca accepts a signatureValue BIT STRING with a non-zero unused-bits count (and ignores
     it). A PCK chain travels unsigned inside a quote, so one encoding only is accepted:
-    SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE, BIT STRING 00 || sig }.
+    SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE, BIT STRING 00 || sig }
+    (a CRL has the same outer shape with tbsCertList).
 
     Raises:
         ValueError: any other shape (callers turn it into their typed error).

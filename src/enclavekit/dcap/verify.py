@@ -35,8 +35,10 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from ..errors import (
     CertificateChainError,
@@ -51,7 +53,13 @@ from ..sgx.structs import Attributes
 from .collateral import Collateral
 from .ecdsa import public_key_from_raw, verify_raw
 from .pckext import SGX_TYPES, PckExtension
-from .quote import CERT_TYPE_PCK_CHAIN, INTEL_QE_VENDOR_ID, TEE_TYPE_SGX, Quote
+from .quote import (
+    CERT_TYPE_PCK_CHAIN,
+    INTEL_QE_VENDOR_ID,
+    TEE_TYPE_SGX,
+    Quote,
+    check_certificate_envelope,
+)
 from .roots import intel_sgx_root_ca, load_pem_chain
 from .tcbinfo import QeIdentity, TcbInfo, converge_qe_status
 
@@ -172,6 +180,7 @@ def _cn(name: x509.Name) -> str:
 
 
 _T = TypeVar("_T")
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 def _per_object(fn: Callable[[x509.Certificate], _T]) -> Callable[[x509.Certificate], _T]:
@@ -219,12 +228,25 @@ def _check_self_signed(root: x509.Certificate) -> None:
             f"trusted root {_cn(root.subject)!r} is not a self-signed CA certificate") from exc
 
 
+@_per_object
+def _signed_parts(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """(tbsCertificate, signature) of an ecdsa-with-SHA256 certificate, as raw bytes."""
+    if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+        raise ValueError(f"signature algorithm {cert.signature_algorithm_oid.dotted_string} "
+                         "is not ecdsa-with-SHA256")
+    return cert.tbs_certificate_bytes, cert.signature
+
+
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, what: str) -> None:
     if _names(cert)[0] != _names(issuer)[1]:
         raise CertificateChainError(check, f"{what}: issuer {cert.issuer.rfc4514_string()!r} "
                                            f"is not {issuer.subject.rfc4514_string()!r}")
+    key = issuer.public_key()
     try:
-        cert.verify_directly_issued_by(issuer)
+        tbs, signature = _signed_parts(cert)
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise TypeError("issuer key is not an EC key")
+        key.verify(signature, tbs, _ECDSA_SHA256)
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise CertificateChainError(check, f"{what}: signature does not verify") from exc
 
@@ -259,11 +281,15 @@ class _Crl:
     crl: x509.CertificateRevocationList
     issuer: bytes
     missing_extension: str | None
+    tbs: bytes
+    signature: bytes
+    ecdsa_sha256: bool
 
     @classmethod
     def load(cls, der: bytes, what: str) -> _Crl:
         try:
             crl = x509.load_der_x509_crl(der)
+            check_certificate_envelope(der)  # the same outer shape: tbs, algorithm, BIT STRING
             issuer = crl.issuer.public_bytes()
             missing = None
             for ext in (x509.CRLNumber, x509.AuthorityKeyIdentifier):
@@ -271,9 +297,11 @@ class _Crl:
                     crl.extensions.get_extension_for_class(ext)
                 except x509.ExtensionNotFound:
                     missing = missing or ext.__name__
-        except ValueError as exc:
+            ecdsa_sha256 = crl.signature_algorithm_oid == SignatureAlgorithmOID.ECDSA_WITH_SHA256
+            tbs, signature = crl.tbs_certlist_bytes, crl.signature
+        except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension) as exc:
             raise CollateralFormatError(f"{what} does not parse: {exc}") from exc
-        return cls(crl, issuer, missing)
+        return cls(crl, issuer, missing, tbs, signature, ecdsa_sha256)
 
 
 def _crl_issuer(crl: _Crl, issuer: x509.Certificate, what: str) -> None:
@@ -281,10 +309,14 @@ def _crl_issuer(crl: _Crl, issuer: x509.Certificate, what: str) -> None:
         raise VerificationFailed("crl", f"{what} is issued by "
                                         f"{crl.crl.issuer.rfc4514_string()!r}, not "
                                         f"{issuer.subject.rfc4514_string()!r}")
-    try:
-        valid = crl.crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        valid = False
+    key = issuer.public_key()
+    valid = False
+    if crl.ecdsa_sha256 and isinstance(key, ec.EllipticCurvePublicKey):
+        try:
+            key.verify(crl.signature, crl.tbs, _ECDSA_SHA256)
+            valid = True
+        except (InvalidSignature, ValueError, TypeError):
+            valid = False
     if not valid:
         raise VerificationFailed("crl", f"{what} signature does not verify with its issuer")
     if crl.missing_extension is not None:
