@@ -272,3 +272,28 @@ def test_trusted_roots_must_be_self_signed_cas() -> None:
     with pytest.raises(CollateralFormatError, match="at least one"):
         Verifier([])
     Verifier([pki().root])
+
+
+def test_type_1_certification_data_must_describe_the_pck_platform() -> None:
+    """The QVL sample carries PPID ‖ CPUSVN ‖ PCESVN (34 bytes) and a separate PCK chain: a
+    change to those bytes (unsigned) or to their type is refused, not ignored."""
+    from enclavekit.dcap.quote import Quote
+
+    case = CASES["intel_qvl_sample_testroot"]
+    q = Quote.parse(case.quote)
+    data = q.certification_data.data
+    for offset in (0, 15, 16, 31, 32, 33):  # PPID, CPUSVN, PCESVN
+        flipped = bytearray(data)
+        flipped[offset] ^= 1
+        bad = dataclasses.replace(q, certification_data=dataclasses.replace(
+            q.certification_data, data=bytes(flipped)))
+        with pytest.raises(VerificationFailed) as err:
+            verify_quote(bad, case.collateral, trusted_roots=case.roots, at=case.at)
+        assert err.value.check == "certification_data", offset
+    for cert_type, check in ((2, "certification_data"), (3, "certification_data"),
+                             (4, "unsupported_quote")):
+        retyped = dataclasses.replace(q, certification_data=dataclasses.replace(
+            q.certification_data, type=cert_type))
+        with pytest.raises(VerificationFailed) as err:
+            verify_quote(retyped, case.collateral, trusted_roots=case.roots, at=case.at)
+        assert err.value.check == check, cert_type

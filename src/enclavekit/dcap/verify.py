@@ -85,6 +85,7 @@ CHECKS = {
     "tcb_info_mismatch": "TCB info is not SGX TCB info of version 2 or 3",
     "fmspc_mismatch": "TCB info FMSPC differs from the PCK certificate's",
     "pceid_mismatch": "TCB info PCE-ID differs from (or lacks) the PCK certificate's",
+    "certification_data": "type 1-3 certification data disagrees with the PCK certificate",
     "qe_report_signature": "the QE report is not signed by the PCK key",
     "qe_report_data": "QE REPORTDATA is not SHA-256(attestation key || auth data) || 0^32",
     "qe_identity_mismatch": "the QE report does not match the QE identity",
@@ -659,6 +660,7 @@ class Verifier:
             found = "none" if tcb.pce_id is None else tcb.pce_id.hex()
             raise VerificationFailed("pceid_mismatch", f"TCB info PCE-ID {found}, the PCK "
                                                        f"certifies {ext.pceid.hex()}")
+        _check_certification_data(q, ext)
         if not verify_raw(chain.key, q.qe_report_signature, q.qe_report):
             raise VerificationFailed("qe_report_signature",
                                      "QE report signature does not verify with the PCK key")
@@ -717,6 +719,35 @@ class Verifier:
             tcb_date=level.tcb_date, tcb_evaluation_data_number=tcb.tcb_evaluation_data_number,
             pck_serial=chain.leaf.serial_number, verified_at=at,
             collateral_next_update=min(tcb.next_update, qe_id.next_update), quote=q)
+
+
+_PPID_SIZES = {1: 16, 2: 256, 3: 384}
+"""Certification data types 1-3: PPID (clear or RSA-OAEP encrypted) ‖ CPUSVN ‖ PCESVN ‖ PCE-ID."""
+
+
+def _check_certification_data(q: Quote, ext: PckExtension) -> None:
+    """D.4: certification data other than a PCK chain must describe the certified platform."""
+    cert_type, data = q.certification_data.type, q.certification_data.data
+    if cert_type == CERT_TYPE_PCK_CHAIN:
+        return
+    if cert_type not in _PPID_SIZES:
+        raise VerificationFailed("unsupported_quote",
+                                 f"certification data type {cert_type} is not supported")
+    ppid_size = _PPID_SIZES[cert_type]
+    if len(data) not in (ppid_size + 18, ppid_size + 20):  # PCE-ID absent in older QEs
+        raise VerificationFailed(
+            "certification_data",
+            f"type {cert_type} certification data is {len(data)} bytes, expected "
+            f"{ppid_size + 20} (or {ppid_size + 18} without PCE-ID)")
+    cpusvn = data[ppid_size : ppid_size + 16]
+    pcesvn = int.from_bytes(data[ppid_size + 16 : ppid_size + 18], "little")
+    pceid = data[ppid_size + 18 :]
+    if (cpusvn != ext.cpusvn or pcesvn != ext.pcesvn or (pceid and pceid != ext.pceid)
+            or (cert_type == 1 and data[:16] != ext.ppid)):
+        raise VerificationFailed(
+            "certification_data",
+            f"type {cert_type} certification data (PPID, CPUSVN, PCESVN, PCE-ID) is not the "
+            "platform the PCK certificate certifies")
 
 
 def verify_quote(quote: bytes | Quote, collateral: Collateral, *,
