@@ -138,3 +138,49 @@ def test_rotate_key_keeps_the_old_key_listed(tmp_path: Path) -> None:
     state = ServiceState.open(tmp_path)
     assert state.signing_key.kid != old
     assert [k["kid"] for k in state.jwks()["keys"]] == [state.signing_key.kid, old]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_serve_with_workers_shares_policy_and_keys_and_stops_every_worker(
+        tmp_path: Path) -> None:
+    from enclavekit.attest.policy import PERMIT_ALL_POLICY
+
+    proc = _serve(["--port", "0", "--workers", "2", "--data-dir", str(tmp_path / "maa"),
+                   "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))])
+    workers: list[int] = []
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split(" at ")[1].strip()
+        deadline = time.monotonic() + 10
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2
+        for _ in range(100):
+            try:
+                kids = {tuple(k["kid"] for k in httpx.get(f"{url}/certs").json()["keys"])
+                        for _ in range(10)}
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert len(kids) == 1  # one signing key, whichever worker answers
+        assert httpx.put(f"{url}/policies/SgxEnclave", content=PERMIT_ALL_POLICY
+                         ).status_code == 200
+        for _ in range(10):  # a new connection each time: both workers answer
+            token = httpx.get(f"{url}/policies/SgxEnclave").json()["token"]
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            stored = claims["x-ms-policy"].split(".")[1]
+            policy = json.loads(base64.urlsafe_b64decode(stored + "=" * (-len(stored) % 4)))
+            text = policy["AttestationPolicy"]
+            assert base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode() == \
+                PERMIT_ALL_POLICY
+    finally:
+        _stop(proc)
+    assert proc.returncode is not None
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or \
+            "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

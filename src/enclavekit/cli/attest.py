@@ -130,10 +130,12 @@ def _certs(paths: tuple[str, ...], what: str) -> list[Any]:
               help="Base URL for iss/jku (default: the URL each request was sent to).")
 @click.option("--token-lifetime", type=click.IntRange(min=60), default=8 * 3600,
               show_default=True, help="Attestation token lifetime in seconds.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes serving the socket (they share the state directory).")
 def serve(host: str, port: int, tls_cert: str | None, tls_key: str | None,
           data_dir: str | None, pccs_url: str | None, collateral_file: str | None,
           trust_roots: tuple[str, ...], isolated: bool, management_certs: tuple[str, ...],
-          issuer: str | None, token_lifetime: int) -> None:
+          issuer: str | None, token_lifetime: int, workers: int) -> None:
     """Run the Azure-Attestation-compatible attestation service until interrupted.
 
     Quotes are verified with enclavekit's DCAP verifier against Intel's root (plus any
@@ -164,7 +166,8 @@ def serve(host: str, port: int, tls_cert: str | None, tls_key: str | None,
         click.echo(f"signing key kid {service.state.signing_key.kid}; state in "
                    f"{config.data_dir}", err=True)
 
-    run(create_app(service), host, port, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready)
+    run(create_app(service), host, port, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready,
+        workers=workers)
 
 
 @group.command("rotate-key")

@@ -7,7 +7,10 @@ the default host is the loopback address. TLS when a certificate and key are giv
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,16 +58,56 @@ def _server(app: ASGIApp, tls_cert: str | None, tls_key: str | None) -> uvicorn.
 
 
 def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0, *, tls_cert: str | None = None,
-        tls_key: str | None = None, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve until interrupted; ``on_ready`` gets the URL first."""
+        tls_key: str | None = None, on_ready: Callable[[str], None] | None = None,
+        workers: int = 1) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM); ``on_ready`` gets the URL first.
+
+    ``workers`` > 1: that many processes forked after the socket is bound, each serving it
+    (the kernel spreads the connections); the parent forwards SIGINT/SIGTERM and waits.
+    """
+    if not 1 <= workers <= 64:
+        raise AttestationRequestError(f"workers must be in 1..64, found {workers}")
     server = _server(app, tls_cert, tls_key)
     sock = bind(host, port)
     try:
         if on_ready is not None:
             on_ready(_url(sock, tls_cert is not None))
-        server.run(sockets=[sock])
+        if workers == 1:
+            server.run(sockets=[sock])
+        else:
+            _prefork(app, sock, tls_cert, tls_key, workers)
     finally:
         sock.close()
+
+
+def _prefork(app: ASGIApp, sock: socket.socket, tls_cert: str | None, tls_key: str | None,
+             workers: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: serve until told to stop, never return into the caller
+            code = 1
+            try:
+                _server(app, tls_cert, tls_key).run(sockets=[sock])
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for child in children:
+            os.waitpid(child, 0)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
