@@ -83,9 +83,12 @@ def _connection(host: str, port: int) -> http.client.HTTPConnection:
 
 
 def main(argv: list[str]) -> int:
-    short = "--short" in argv
+    with tempfile.TemporaryDirectory(prefix="bench-attest-") as tmp:
+        return _bench(Path(tmp), short="--short" in argv)
+
+
+def _bench(data: Path, short: bool) -> int:
     duration = 2.0 if short else 60.0
-    data = Path(tempfile.mkdtemp(prefix="bench-attest-"))
     store = PlatformStore(data / "vms")
     store.create("a", "Standard_DC1s_v2")
     runtime = _runtime()
