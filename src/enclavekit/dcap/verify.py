@@ -1,15 +1,16 @@
 """DCAP quote verification for SGX quotes, in Intel QVL's order (sgx-spec.md §6.8 A–D).
 
-A. PCK chain: three certificates (PCK, PCK CA, root), each signature, the root byte-identical to
+A. PCK chain: three certificates (PCK, PCK CA, root), each ecdsa-with-SHA256 signature over the
+   raw TBS bytes (the unsigned envelope must be canonical), the root byte-identical to
    a trusted root (default: Intel's production root only), the root CA CRL and the PCK CRL
    (issuer, signature, CRL number, AKI, freshness) and revocation of the CA and the PCK.
 B. TCB info: its issuer chain (TCB signing cert + the same root), revocation of the signing
    cert, the signature over the exact signed bytes, the validity window.
 C. QE identity: the same.
 D. The quote: SGX TEE type and Intel's QE vendor id, TCB info bound to the PCK (FMSPC, PCE-ID),
-   the QE report signature by the PCK, the QE report data binding the attestation key, the QE
-   report against the QE identity, the quote signature, the platform TCB level and its merge
-   with the QE's TCB status.
+   type 1-3 certification data bound to the PCK, the QE report signature by the PCK, the QE
+   report data binding the attestation key, the QE report against the QE identity, the quote
+   signature, the platform TCB level and its merge with the QE's TCB status.
 
 Every failure raises :class:`VerificationFailed` (or :class:`CertificateChainError`,
 :class:`CollateralExpired`) whose ``check`` is a stable name, listed in :data:`CHECKS`. There is
