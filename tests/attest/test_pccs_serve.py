@@ -47,6 +47,14 @@ def test_running_serves_on_loopback_and_stops(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", port))
 
 
+def test_bound_socket_is_tcp_with_nodelay() -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only for sockets that say they are TCP
+    (proto IPPROTO_TCP); without it each keep-alive request waits out a delayed ACK."""
+    with bind() as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 def test_bind_refuses_a_busy_port_with_a_typed_error() -> None:
     with bind() as held:
         port = held.getsockname()[1]

@@ -27,9 +27,12 @@ def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
     if not 0 <= port <= 0xFFFF:
         raise ProvisioningError(f"port must be in 0..65535, found {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the
+    # socket says it is TCP; without it Nagle + delayed ACK cost ~40 ms per keep-alive request
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
     except OSError as exc:
