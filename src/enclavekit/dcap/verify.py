@@ -50,7 +50,7 @@ from ..errors import (
     VerificationFailed,
 )
 from ..sgx.consts import AttributeFlags
-from ..sgx.structs import Attributes
+from ..sgx.structs import Attributes, ReportBody
 from .collateral import Collateral
 from .ecdsa import public_key_from_raw, verify_raw
 from .pckext import SGX_TYPES, PckExtension
@@ -665,35 +665,37 @@ class Verifier:
         if not verify_raw(chain.key, q.qe_report_signature, q.qe_report):
             raise VerificationFailed("qe_report_signature",
                                      "QE report signature does not verify with the PCK key")
-        qe = q.qe_body
+        rep = q.qe_report  # the QE's REPORTBODY, read in place (offsets from sgx.structs)
+        reportdata = rep[_QE_AT["reportdata"] : _QE_AT["reportdata"] + 64]
         binding = hashlib.sha256(q.attestation_key + q.qe_auth_data).digest()
-        if qe.reportdata[:32] != binding or any(qe.reportdata[32:]):
+        if reportdata[:32] != binding or any(reportdata[32:]):
             raise VerificationFailed(
                 "qe_report_data", "QE REPORTDATA is not SHA-256(attestation key || QE auth "
                                   "data) followed by 32 zero bytes")
         if qe_id.id != "QE":
             raise VerificationFailed("qe_identity_mismatch",
                                      f"QE identity id is {qe_id.id!r}, an SGX quote needs 'QE'")
-        misc = qe.miscselect.to_bytes(4, "little")
-        if bytes(a & m for a, m in zip(misc, qe_id.miscselect_mask, strict=True)) != \
-                qe_id.miscselect:
+        misc = rep[_QE_AT["miscselect"] : _QE_AT["miscselect"] + 4]
+        if not _masked_equal(misc, qe_id.miscselect_mask, qe_id.miscselect):
             raise VerificationFailed("qe_identity_mismatch",
                                      "QE MISCSELECT does not match the QE identity")
-        attrs = qe.attributes.to_bytes()
-        if bytes(a & m for a, m in zip(attrs, qe_id.attributes_mask, strict=True)) != \
-                qe_id.attributes:
+        attrs = rep[_QE_AT["attributes"] : _QE_AT["attributes"] + 16]
+        if not _masked_equal(attrs, qe_id.attributes_mask, qe_id.attributes):
             raise VerificationFailed("qe_identity_mismatch",
                                      f"QE ATTRIBUTES {attrs.hex()} do not match the QE identity")
-        if qe.mrsigner != qe_id.mrsigner:
+        mrsigner = rep[_QE_AT["mrsigner"] : _QE_AT["mrsigner"] + 32]
+        if mrsigner != qe_id.mrsigner:
             raise VerificationFailed("qe_identity_mismatch",
-                                     f"QE MRSIGNER {qe.mrsigner.hex()} is not the QE identity's")
-        if qe.isvprodid != qe_id.isvprodid:
+                                     f"QE MRSIGNER {mrsigner.hex()} is not the QE identity's")
+        isvprodid = int.from_bytes(rep[_QE_AT["isvprodid"] : _QE_AT["isvprodid"] + 2], "little")
+        if isvprodid != qe_id.isvprodid:
             raise VerificationFailed("qe_identity_mismatch",
-                                     f"QE ISVPRODID {qe.isvprodid} is not {qe_id.isvprodid}")
-        qe_level = qe_id.match(qe.isvsvn)
+                                     f"QE ISVPRODID {isvprodid} is not {qe_id.isvprodid}")
+        isvsvn = int.from_bytes(rep[_QE_AT["isvsvn"] : _QE_AT["isvsvn"] + 2], "little")
+        qe_level = qe_id.match(isvsvn)
         if qe_level is None:
             raise VerificationFailed("qe_tcb_not_supported",
-                                     f"QE ISVSVN {qe.isvsvn} is below every QE identity level")
+                                     f"QE ISVSVN {isvsvn} is below every QE identity level")
         try:
             attestation_key = public_key_from_raw(q.attestation_key)
         except QuoteFormatError as exc:  # unreachable once bound above, kept for safety
@@ -720,6 +722,15 @@ class Verifier:
             tcb_date=level.tcb_date, tcb_evaluation_data_number=tcb.tcb_evaluation_data_number,
             pck_serial=chain.leaf.serial_number, verified_at=at,
             collateral_next_update=min(tcb.next_update, qe_id.next_update), quote=q)
+
+
+_QE_AT = ReportBody.OFFSETS
+
+
+def _masked_equal(value: bytes, mask: bytes, expected: bytes) -> bool:
+    """(value & mask) == expected, bytewise (QE identity MISCSELECT / ATTRIBUTES rule)."""
+    big = int.from_bytes(value, "big") & int.from_bytes(mask, "big")
+    return big == int.from_bytes(expected, "big") and len(value) == len(expected)
 
 
 _PPID_SIZES = {1: 16, 2: 256, 3: 384}
