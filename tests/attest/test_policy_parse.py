@@ -139,3 +139,16 @@ def test_mutated_default_policy_never_crashes(index: int, char: str) -> None:
     text = DEFAULT_SGX_POLICY[:index] + char + DEFAULT_SGX_POLICY[index + 1:]
     with contextlib.suppress(PolicyError):
         parse_policy(text)
+
+
+@pytest.mark.parametrize("depth", [40, 3000])
+def test_deeply_nested_calls_are_a_positioned_error(depth: int) -> None:
+    expr = "AppendString(" * depth + '"a", "b")' + ', "c")' * (depth - 1)
+    text = f'version=1.2; authorizationrules{{[type=="t", value=={expr}] => permit();}};'
+    with pytest.raises(PolicySyntaxError, match=r"nested more than 32 deep|nested too deeply"):
+        parse_policy(text)
+
+
+def test_nesting_within_the_limit_parses() -> None:
+    expr = "AppendString(" * 32 + '"a", "b")' + ', "c")' * 31
+    parse_policy(f'version=1.2; authorizationrules{{[type=="t", value=={expr}] => permit();}};')

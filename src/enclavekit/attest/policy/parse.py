@@ -32,7 +32,10 @@ from .model import (
     Rule,
 )
 
-__all__ = ["FUNCTIONS", "parse_policy"]
+__all__ = ["FUNCTIONS", "MAX_NESTING", "parse_policy"]
+
+MAX_NESTING = 32
+"""How deeply function calls may nest in one expression."""
 
 _GRAMMAR = r"""
 start: version section*
@@ -134,6 +137,7 @@ class _Builder:
 
     def __init__(self, version: str) -> None:
         self.version = version
+        self.depth = 0
 
     def expr(self, node: Tree[Any] | Token) -> Expr:
         assert isinstance(node, Tree)
@@ -155,7 +159,11 @@ class _Builder:
             return ClaimRef(binding, prop, at)
         if kind == "call":
             name = str(node.children[0])
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise _fail(at, f"function calls are nested more than {MAX_NESTING} deep")
             args = tuple(self.expr(c) for c in node.children[1:] if c is not None)
+            self.depth -= 1
             if name not in FUNCTIONS:
                 raise _fail(at, f"unknown function {name!r}; known: {', '.join(FUNCTIONS)}")
             if self.version < "1.2":
@@ -262,6 +270,13 @@ def parse_policy(text: str) -> Policy:
     if version not in VERSIONS:
         raise _fail(_pos(number), f"unsupported policy version {version}; "
                     f"supported: {', '.join(VERSIONS)}")
+    try:
+        return _build(text, version, section_nodes)
+    except RecursionError:
+        raise PolicySyntaxError(1, 1, "expressions are nested too deeply") from None
+
+
+def _build(text: str, version: str, section_nodes: list[Tree[Any]]) -> Policy:
     builder = _Builder(version)
     sections: dict[str, tuple[Rule, ...]] = {}
     for node in section_nodes:
