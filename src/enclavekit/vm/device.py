@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ HOST_MESSAGES = frozenset({p.Msg.HELLO, p.Msg.STATUS, p.Msg.LOAD, p.Msg.UNLOAD,
                            p.Msg.DEBUG_READ, p.Msg.DEBUG_WRITE, p.Msg.SHUTDOWN,
                            p.Msg.RESTART, p.Msg.LOST_REASON})
 MAX_DEBUG_IO = 1 << 20
+UNLOAD_WAIT = 10.0
+"""Seconds a racing UNLOAD waits for the other caller to remove the enclave's pages."""
 POWER_LOST = "lost power (vm restart)"
 """Why RESTART ended an enclave (LOST_REASON), completed by the host with '; load it again'."""
 _BUNDLE_HEAD = 12
@@ -72,6 +74,8 @@ class Loaded:
     private: socket.socket
     owner: object
     state: str = "running"
+    removed: threading.Event = field(default_factory=threading.Event)
+    """Set once the process is reaped and the EPC pages are removed."""
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Device:
         self.boot = 1
         self._lost: dict[int, tuple[object, str]] = {}
         self.enclaves: dict[int, Loaded] = {}
+        self._unloading: dict[int, Loaded] = {}
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._next_id = 1
@@ -153,7 +158,13 @@ class Device:
             reply, fd = self.load(decode_value(payload, p.LoadRequest).image, owner)
             return encode_value(reply, p.LoadReply), fd
         if msg_type == p.Msg.UNLOAD:
-            self.unload(self._owned(decode_value(payload, p.EnclaveRef).enclave_id, owner))
+            enclave_id = decode_value(payload, p.EnclaveRef).enclave_id
+            with self._lock:
+                going = self._unloading.get(enclave_id)
+            if going is not None and going.owner is owner:
+                going.removed.wait(UNLOAD_WAIT)  # its channel saw it exit: wait for the pages
+            else:
+                self.unload(self._owned(enclave_id, owner))
             return encode_value(p.Empty(), p.Empty), None
         if msg_type == p.Msg.DEBUG_READ:
             req = decode_value(payload, p.DebugRead)
@@ -399,16 +410,27 @@ class Device:
         return self.epc.read(built, at, pos - at + total)
 
     def unload(self, enc: Loaded) -> None:
-        """Stop the enclave's process and EREMOVE its pages (idempotent)."""
+        """Stop the enclave's process and EREMOVE its pages (idempotent).
+
+        A second caller (the enclave's channel thread seeing the process exit, racing a
+        host's UNLOAD) returns only once the first has removed the pages.
+        """
         with self._lock:
             if self.enclaves.pop(enc.enclave_id, None) is None:
+                enc.removed.wait(UNLOAD_WAIT)
                 return
-        enc.state = "unloaded"
-        with contextlib.suppress(OSError):
-            enc.private.shutdown(socket.SHUT_RDWR)
-        enc.private.close()
-        kill_and_reap(enc.pid)
-        self.epc.remove(enc.built)
+            self._unloading[enc.enclave_id] = enc
+        try:
+            enc.state = "unloaded"
+            with contextlib.suppress(OSError):
+                enc.private.shutdown(socket.SHUT_RDWR)
+            enc.private.close()
+            kill_and_reap(enc.pid)
+            self.epc.remove(enc.built)
+        finally:
+            with self._lock:
+                self._unloading.pop(enc.enclave_id, None)
+            enc.removed.set()
 
     def drop_owner(self, owner: object) -> None:
         """Unload every enclave a closed host connection loaded."""
