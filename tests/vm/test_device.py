@@ -176,3 +176,34 @@ def test_the_private_channel_reports_its_own_identity(tmp_path: Path, key: Signi
         device.epc.cpu.verify_report(enc.built.secs_page, report)
         with pytest.raises(ProtocolError, match="not served on an enclave's channel"):
             device._enclave_request(enc, p.Msg.LOAD, b"\x80")
+
+
+def test_restart_applies_a_recovered_tcb_from_the_platform_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from enclavekit.vm.device import Device
+    from enclavekit.vm.platform import PlatformStore
+
+    store = PlatformStore(tmp_path)
+    identity = store.create("tcbvm", "Standard_DC1s_v2")
+    device = Device(identity, warm=False, reload_identity=lambda: store.load("tcbvm"))
+    raised = bytes([identity.cpusvn[0] + 1]) + identity.cpusvn[1:]
+    store.save(replace(identity, cpusvn=raised, pcesvn=identity.pcesvn + 1))
+    assert device.epc.cpu.cpusvn == identity.cpusvn  # a running platform keeps its TCB
+    device.restart()
+    assert device.epc.cpu.cpusvn == raised
+    assert device.identity.pcesvn == identity.pcesvn + 1
+
+
+def test_restart_keeps_the_platform_when_the_file_names_other_secrets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from enclavekit.vm.device import Device
+    from enclavekit.vm.platform import PlatformIdentity, PlatformStore
+
+    store = PlatformStore(tmp_path)
+    identity = store.create("tcbvm", "Standard_DC1s_v2")
+    other = PlatformIdentity.new("tcbvm", "Standard_DC1s_v2")
+    device = Device(identity, warm=False, reload_identity=lambda: other)
+    device.restart()
+    assert device.identity is identity
+    assert "other fused secrets" in capsys.readouterr().err

@@ -102,9 +102,8 @@ def recover(ctx: click.Context, vm: str, pcesvn: int | None, cpusvn: str | None,
                f"PCESVN {done.old_pcesvn} -> {done.new_pcesvn}; new PCK certificate serial "
                f"{done.pck_serial:x}; tcbEvaluationDataNumber {done.tcb_evaluation_data_number}")
     if _device_running(ctx, vm):
-        click.echo(f"VM {vm}'s device still runs at the old TCB and cannot quote until it is "
-                   f"stopped and started again: enclavekit vm stop {vm} && "
-                   f"enclavekit vm start {vm}")
+        click.echo(f"VM {vm}'s device still runs at the old TCB and cannot quote until its "
+                   f"next power cycle: enclavekit vm restart {vm}")
     else:
         click.echo(f"the next device started for VM {vm} quotes at the new TCB")
 

@@ -109,10 +109,14 @@ class Device:
     def __init__(self, identity: PlatformIdentity, *, epc_pages: int | None = None,
                  allow_signers: frozenset[bytes] | None = None,
                  spawn: Callable[[int, int], int] | None = None,
-                 warm: bool | None = None, counters: CounterStore | None = None) -> None:
+                 warm: bool | None = None, counters: CounterStore | None = None,
+                 reload_identity: Callable[[], PlatformIdentity] | None = None) -> None:
         """``warm`` (default: on unless ``spawn`` is replaced) keeps one enclave process
-        pre-started for the next LOAD (see :mod:`.bootstrap`)."""
+        pre-started for the next LOAD (see :mod:`.bootstrap`). ``reload_identity`` re-reads
+        the platform at each RESTART, so a TCB recovery (new CPUSVN / PCESVN) takes effect
+        at the power cycle, as a microcode update does at reboot."""
         self.identity = identity
+        self._reload_identity = reload_identity
         self.counters = counters if counters is not None else CounterStore()
         cpu = Processor(epc_pages or identity.sku.epc_pages, identity.secrets, identity.cpusvn,
                         launch_allowlist=allow_signers)
@@ -208,6 +212,7 @@ class Device:
             warm.discard()
         for enc in victims:
             self.unload(enc)
+        self._apply_platform_update()
         pages, allow = self._cpu_args
         with self.epc.lock:
             self.epc = EPCManager(Processor(pages, self.identity.secrets, self.identity.cpusvn,
@@ -217,6 +222,21 @@ class Device:
                 self._want_warm = True
                 self._warm_cond.notify_all()
         return p.Restarted(len(victims), boot)
+
+    def _apply_platform_update(self) -> None:
+        """Take a recovered TCB from the platform file (same fused secrets only)."""
+        if self._reload_identity is None:
+            return
+        try:
+            fresh = self._reload_identity()
+        except (EnclaveKitError, OSError) as exc:
+            print(f"enclavekit device: keeping the current TCB: {exc}", file=sys.stderr)
+            return
+        if fresh.secrets != self.identity.secrets or fresh.name != self.identity.name:
+            print("enclavekit device: the platform file now names other fused secrets; "
+                  "keeping the current platform", file=sys.stderr)
+            return
+        self.identity = fresh
 
     def _owned(self, enclave_id: int, owner: object) -> Loaded:
         with self._lock:
@@ -650,7 +670,7 @@ def run(args: argparse.Namespace) -> int:
     allow = frozenset(bytes.fromhex(h) for h in args.allow_signer) if args.allow_signer else None
     device = Device(identity, epc_pages=args.epc_pages, allow_signers=allow,
                     counters=CounterStore(vm_dir / "counters.json"),
-                    warm=not args.no_warm)
+                    warm=not args.no_warm, reload_identity=lambda: store.load(args.vm))
     _not_dumpable()
     signal.signal(signal.SIGTERM, lambda *_: device.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: device.stopping.set())

@@ -6,8 +6,8 @@ A **TCB recovery** raises a VM's CPUSVN components and/or PCESVN (its platform f
 publishes a new UpToDate TCB level, marks every level it dominates out of date with the
 advisory id and bumps tcbEvaluationDataNumber. Quotes made before still carry the old PCK
 certificate, so they now evaluate OutOfDate. A running VM's device keeps the old TCB (like
-microcode not yet loaded): stop and start it (``enclavekit vm stop NAME && enclavekit vm start
-NAME``) before it quotes again, so its PCE derives the key of the new certificate.
+microcode not yet loaded) until its next power cycle (``enclavekit vm restart NAME``, or a stop
+and start), after which its PCE derives the key of the new certificate.
 
 **Revocation** puts every PCK certificate the VM has held (the current one and those recorded
 at earlier recoveries or exports) into the PCK CRL. Both re-publish at once: a new window, a
