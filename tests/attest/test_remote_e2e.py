@@ -25,7 +25,7 @@ import pytest
 from enclavekit.attest.pccs.app import create_app
 from enclavekit.attest.pccs.publish import Publisher
 from enclavekit.attest.pccs.serve import running
-from enclavekit.vm.platform import DEFAULT_PCESVN, PlatformStore
+from enclavekit.vm.platform import DEFAULT_CPUSVN, DEFAULT_PCESVN, PlatformStore
 from tests.vectors import vector
 
 
@@ -116,3 +116,29 @@ def test_a_real_intel_quote_is_refused_under_the_emulation_root(data_dir: Path,
                             "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json")),
                             "--at", "2025-07-01T00:00:00Z", "--trust-root", str(root))
     assert code == 1 and refused["error"] == "root_untrusted"
+
+
+def test_a_running_vm_quotes_at_the_recovered_tcb_after_vm_restart(data_dir: Path, pccs: str,
+                                                                   tmp_path: Path) -> None:
+    root = tmp_path / "root.pem"
+    _ok(_cli(data_dir, "pki", "root", "--vm", "a", "-o", str(root)))
+    trust = ("--pccs", pccs, "--trust-root", str(root))
+    _ok(_cli(data_dir, "vm", "start", "a"))
+    try:
+        raised = bytes([DEFAULT_CPUSVN[0] + 1]) + DEFAULT_CPUSVN[1:]
+        out = _ok(_cli(data_dir, "pccs", "recover", "--vm", "a", "--cpusvn", raised.hex(),
+                       "--advisory", "ENCLAVEKIT-SA-0002")).stdout
+        assert "enclavekit vm restart a" in out
+        # the running processor still has the old CPUSVN: its PCE cannot derive the new PCK key
+        refused = _cli(data_dir, "quote", "sample", "--vm", "a", "-o", str(tmp_path / "x"))
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert "QuotingError" in refused.stderr
+        _ok(_cli(data_dir, "vm", "restart", "a"))  # the power cycle loads the new TCB
+        quote = tmp_path / "after-restart.quote"
+        _sample(data_dir, quote)
+        code, verdict = _verify(data_dir, quote, *trust)
+        assert code == 0 and verdict["status"] == "UpToDate", verdict
+        assert verdict["tcb_components"] == list(raised)  # the new PCK certificate's TCB
+        assert verdict["cpusvn"] == raised.hex()  # and the restarted processor's CPUSVN
+    finally:
+        _ok(_cli(data_dir, "vm", "stop", "a"))
