@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "enclavekit"
 RANK = {
     "errors": 0,
     "_fs": 0,
+    "_net": 0,
     "_version": 0,
     "sgx": 0,
     "dcap": 0,

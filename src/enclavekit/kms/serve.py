@@ -153,26 +153,14 @@ def run(service: KMSService, host: str = "127.0.0.1", port: int = 8443, *,
         on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``service`` over HTTPS in the foreground until interrupted; ``on_ready`` gets the
     base URL (the socket is bound first, so ``port=0`` reports the port it got)."""
-    import socket
-
     import uvicorn
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    from .._net import base_url, listen
+
+    sock = listen(host, port, error=KeyParameterError)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted connections inherit TCP_NODELAY: without it a response's TLS records wait
-        # for the client's delayed ACK (~40 ms per request).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-        sock.listen(512)
-    except OSError as exc:
-        sock.close()
-        raise KeyParameterError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    try:
-        bound = sock.getsockname()[1]
         if on_ready is not None:
-            on_ready(f"https://{host}:{bound}" if ":" not in host else f"https://[{host}]:{bound}")
+            on_ready(base_url(sock, "https"))
         config = uvicorn.Config(service.app, log_level="warning", lifespan="off",
                                 access_log=False, ssl_certfile=str(service.cert_path),
                                 ssl_keyfile=str(service.key_path))

@@ -18,35 +18,20 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..._net import DEFAULT_HOST, base_url, listen
 from ...errors import AttestationRequestError
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running"]
 
-DEFAULT_HOST = "127.0.0.1"
 
 
 def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
     """A listening TCP socket on ``host:port``."""
-    if not 0 <= port <= 0xFFFF:
-        raise AttestationRequestError(f"port must be in 0..65535, found {port}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for such sockets
-    # (with proto 0 every keep-alive response waits ~40 ms for a delayed ACK)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(512)
-    except OSError as exc:
-        sock.close()
-        raise AttestationRequestError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
+    return listen(host, port, error=AttestationRequestError)
 
 
 def _url(sock: socket.socket, tls: bool) -> str:
-    host, port = sock.getsockname()[:2]
-    scheme = "https" if tls else "http"
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+    return base_url(sock, "https" if tls else "http")
 
 
 def _server(app: ASGIApp, tls_cert: str | None, tls_key: str | None) -> uvicorn.Server:

@@ -15,37 +15,21 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..._net import DEFAULT_HOST, base_url, listen
 from ...errors import ProvisioningError
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running", "url_of"]
 
-DEFAULT_HOST = "127.0.0.1"
 
 
 def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
     """A listening TCP socket on ``host:port`` (``port`` 0: a free one)."""
-    if not 0 <= port <= 0xFFFF:
-        raise ProvisioningError(f"port must be in 0..65535, found {port}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the
-    # socket says it is TCP; without it Nagle + delayed ACK cost ~40 ms per keep-alive request
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ProvisioningError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.set_inheritable(True)
-    return sock
+    return listen(host, port, backlog=128, error=ProvisioningError)
 
 
 def url_of(sock: socket.socket) -> str:
     """``http://host:port`` of a bound socket."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return base_url(sock)
 
 
 def _server(app: ASGIApp) -> uvicorn.Server:
