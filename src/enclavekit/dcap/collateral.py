@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from .._codec import JSONError, strict_json
 from .._fs import atomic_write
 from ..errors import AttestationError, CollateralFormatError
 from .pckext import PckExtension
@@ -83,15 +84,6 @@ def _hex_signature(value: Any, what: str) -> bytes:
         return bytes.fromhex(value)
     except ValueError as exc:
         raise CollateralFormatError(f"{what} is not hex") from exc
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise CollateralFormatError(f"collateral JSON: duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 @dataclass(frozen=True)
@@ -176,8 +168,8 @@ class Collateral:
                 that does not parse.
         """
         try:
-            obj = json.loads(text, object_pairs_hook=_no_duplicates)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            obj = strict_json(text)
+        except JSONError as exc:
             raise CollateralFormatError(f"collateral JSON does not parse: {exc}") from exc
         if not isinstance(obj, dict):
             raise CollateralFormatError("collateral JSON must be one object")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
+from .._codec import JSONError, reject_duplicate_keys
 from ..errors import CollateralFormatError
 
 __all__ = [
@@ -51,15 +52,6 @@ def _fail(where: str, what: str) -> CollateralFormatError:
     return CollateralFormatError(f"{where}: {what}")
 
 
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise CollateralFormatError(f"duplicate JSON key {key!r}")
-        out[key] = value
-    return out
-
-
 def _parse_int(text: str) -> int:
     if text.startswith("-"):
         raise CollateralFormatError(f"negative integer {text} where only unsigned ones belong")
@@ -77,17 +69,23 @@ def _parse_constant(text: str) -> Any:
     raise CollateralFormatError(f"{text} is not JSON")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_int=_parse_int,
+_DECODER = json.JSONDecoder(object_pairs_hook=reject_duplicate_keys, parse_int=_parse_int,
                             parse_float=_parse_float, parse_constant=_parse_constant)
 
 
-def _loads(text: str, where: str) -> Any:
+def _raw_decode(text: str, pos: int, where: str) -> tuple[Any, int]:
     try:
-        value, end = _DECODER.raw_decode(text)
+        return _DECODER.raw_decode(text, pos)
     except json.JSONDecodeError as exc:
         raise _fail(where, f"not JSON ({exc.msg} at {exc.pos})") from exc
     except RecursionError as exc:
         raise _fail(where, "JSON nested too deeply") from exc
+    except JSONError as exc:  # a duplicate key (QV-10)
+        raise _fail(where, str(exc)) from exc
+
+
+def _loads(text: str, where: str) -> Any:
+    value, end = _raw_decode(text, 0, where)
     if text[end:].strip(_WS):
         raise _fail(where, "trailing text after the JSON value")
     return value
@@ -132,12 +130,7 @@ def split_signed_body(body: bytes | str, key: str) -> tuple[bytes, bytes]:
         if pos >= len(text) or text[pos] != ":":
             raise _fail(where, f"expected ':' at offset {pos}")
         pos = _skip(text, pos + 1)
-        try:
-            value, end = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise _fail(where, f"not JSON ({exc.msg} at {exc.pos})") from exc
-        except RecursionError as exc:
-            raise _fail(where, "JSON nested too deeply") from exc
+        value, end = _raw_decode(text, pos, where)
         if name in spans:
             raise _fail(where, f"duplicate key {name!r}")
         spans[name] = (pos, end, value)

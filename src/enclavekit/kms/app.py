@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._codec import JSONError, strict_json
 from ..errors import (
     EnclaveKitError,
     IntegrityError,
@@ -44,7 +45,6 @@ from ..errors import (
     ReleasePolicyNotSatisfied,
     TokenRejected,
 )
-from ._codec import JSONError, strict_json
 from .audit import bearer_subject
 from .release import ReleaseService
 from .store import KeyStore, KeyVersion, check_name

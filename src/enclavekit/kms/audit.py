@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from ._codec import JSONError, b64url_decode, strict_json
+from .._codec import JSONError, b64url_decode, strict_json
 
 __all__ = ["IDENTITY_CLAIMS", "AuditLog", "bearer_subject"]
 

@@ -41,8 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Union
 
+from .._codec import JSONError, strict_json
 from ..errors import ReleasePolicyInvalid, ReleasePolicyNotSatisfied
-from ._codec import JSONError, strict_json
 
 __all__ = [
     "DEBUG_CLAIM",

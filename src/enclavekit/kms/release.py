@@ -34,13 +34,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from .._codec import b64url, b64url_decode
 from ..errors import (
     EnclaveKitError,
     KeyParameterError,
     KeyStateError,
     TokenRejected,
 )
-from ._codec import b64url, b64url_decode
 from .audit import AuditLog
 from .store import KeyStore, KeyVersion
 from .tokens import TokenVerifier, VerifiedToken

@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._codec import JSONError, b64url, b64url_decode, strict_json
 from .._fs import atomic_write
 from ..errors import IntegrityError, KeyNotFound, KeyParameterError, KeyStateError
-from ._codec import JSONError, b64url, b64url_decode, strict_json
 from .policy import ReleasePolicy, parse_release_policy
 
 __all__ = ["POLICY_CONTENT_TYPE", "KeyStore", "KeyVersion", "StoredPolicy"]

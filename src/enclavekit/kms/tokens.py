@@ -35,8 +35,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from .._codec import JSONError, b64url_decode, strict_json
 from ..errors import TokenRejected
-from ._codec import JSONError, b64url_decode, strict_json
 from .policy import normalize_authority
 
 __all__ = ["PINNED_ALG", "TokenVerifier", "TrustedAuthority", "VerifiedToken"]

@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..._codec import b64url, strict_json
 from ...errors import AttestationRequestError
 
 __all__ = ["Jws", "b64decode_any", "b64url", "b64url_json", "parse_jws", "std_b64", "strict_json"]
@@ -28,11 +29,6 @@ __all__ = ["Jws", "b64decode_any", "b64url", "b64url_json", "parse_jws", "std_b6
 _B64_RE = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 _SIGNED_ALGS = ("RS256", "RSA256")
 _MIN_RSA_BITS = 2048
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def b64url_json(value: Any) -> str:
@@ -63,32 +59,6 @@ def b64decode_any(text: object, what: str, code: str = "InvalidParameter") -> by
         return base64.b64decode(core + "=" * (-len(core) % 4), validate=True)
     except binascii.Error as exc:
         raise AttestationRequestError(f"{what} is not base64 ({exc})", code) from None
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def strict_json(raw: bytes | str) -> Any:
-    """``json.loads`` refusing duplicate keys (two parsers could read them differently) and
-    the NaN / Infinity extensions.
-
-    Raises:
-        ValueError: not strict JSON (``json.JSONDecodeError``, a duplicate key, too deep).
-    """
-    try:
-        return json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""Strict decoding shared by the key service: base64url and JSON without duplicate keys.
+"""Strict decoding shared by every service and parser: base64url, and JSON without duplicates.
 
-Every JSON document the service reads (request bodies, token headers and payloads, release
-policies, the key store) goes through :func:`strict_json`, which refuses duplicate object keys
-(TS-7: two parsers reading the same bytes differently), ``NaN``/``Infinity`` and nesting deeper
-than :data:`MAX_DEPTH`.
+Every JSON document that crosses a trust boundary (request bodies, token headers and payloads,
+release policies, the key store, collateral) goes through :func:`strict_json` (or, for parsers
+with their own number rules, :func:`reject_duplicate_keys`), which refuses duplicate object keys
+(TS-7 / QV-10: two parsers reading the same bytes differently), ``NaN``/``Infinity`` and nesting
+deeper than :data:`MAX_DEPTH`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "JSONError", "b64url", "b64url_decode", "strict_json"]
+__all__ = ["MAX_DEPTH", "JSONError", "b64url", "b64url_decode", "reject_duplicate_keys",
+           "strict_json"]
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays/objects accepted in any JSON document."""
@@ -27,7 +29,8 @@ class JSONError(ValueError):
     """Bytes that are not strict JSON (callers turn this into their own typed error)."""
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook`` that refuses an object naming one key twice (JSONError)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -42,7 +45,7 @@ def _no_constant(name: str) -> Any:
 
 def _depth(value: Any, level: int = 0) -> None:
     if level > MAX_DEPTH:
-        raise JSONError(f"nested deeper than {MAX_DEPTH} levels")
+        raise JSONError(f"nested too deeply (more than {MAX_DEPTH} levels)")
     if isinstance(value, dict):
         for item in value.values():
             _depth(item, level + 1)
@@ -59,10 +62,13 @@ def strict_json(data: bytes | str) -> Any:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(text, object_pairs_hook=reject_duplicate_keys,
+                           parse_constant=_no_constant)
     except JSONError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise JSONError(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise JSONError(f"not JSON: {type(exc).__name__}") from exc
     _depth(value)
     return value
