@@ -1,15 +1,20 @@
 """The joint-statistics enclave: statistics over two owners' records, seen only in here.
 
-Flow (the host only relays bytes between the owners and this enclave):
+Flow (the host only relays bytes between the owners, the services and this enclave):
 
-1. ``quote_for(owner, nonce)``: remote attestation. A fresh X25519 key for ``owner`` and a
-   DCAP quote of this enclave whose REPORTDATA binds it to the owner's nonce
-   (:func:`quote_binding`); the owner verifies the quote (PCK chain to the root it trusts,
-   collateral, identity, binding) before trusting the key.
-2. ``receive_key(owner, owner_public, wrapped)``: the owner's AES-256-GCM data key,
-   wrapped under a key agreed with that X25519 key (:func:`wrap_key`). (Alternatively
-   ``attest_start/respond/finish`` + ``receive_keys``: local attestation with the owner
-   agent enclave on the same VM, same MRSIGNER, not DEBUG, and keys under its session key.)
+1. ``fetch_keys(attest_url, kms_url, kms_cert_pem, keys)``: secure key release, the path
+   ``enclavekit demo`` takes. The owners put their data keys in a Key-Vault-compatible
+   key-release service with a release policy naming this enclave's MRSIGNER, product id,
+   minimum SVN and not debuggable. This enclave attests through an Azure-Attestation-
+   compatible service (its quote's REPORTDATA binds an RSA key pair made in here), sends
+   the token to the key service for each owner's key and unwraps the answer in here; the
+   answer must be signed by the pinned key-service certificate.
+2. Alternatives to 1: ``quote_for(owner, nonce)`` + ``receive_key(owner, owner_public,
+   wrapped)``: each owner verifies a DCAP quote binding a fresh X25519 key to its nonce
+   (:func:`quote_binding`), then wraps its key under a key agreed with it
+   (:func:`wrap_key`); or ``attest_start/respond/finish`` + ``receive_keys``: local
+   attestation with the owner agent enclave on the same VM (same MRSIGNER, not DEBUG),
+   keys under its session key.
 3. ``add_records``: record batches encrypted by their owner (AES-GCM, batch number in
    the associated data; a batch number is accepted once).
 4. ``compute``: count, mean, min and max of each numeric field over both owners'
@@ -33,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from enclavekit.enclave import SealPolicy, ecall, get_quote, identity, seal, unseal
+from enclavekit.enclave.keyrelease import attest, release_key
 from enclavekit.enclave.local import LocalAttestation, PeerPolicy
 
 FIELDS = ("age", "income")
@@ -114,6 +120,30 @@ def receive_key(owner: str, owner_public: bytes, wrapped: bytes) -> list[str]:
         raise ValueError(f"data key of {owner} is {len(data_key)} bytes, expected 32")
     _keys[owner] = data_key
     _records.setdefault(owner, [])
+    return sorted(_keys)
+
+
+@ecall
+def fetch_keys(attest_url: str, kms_url: str, kms_cert_pem: bytes,
+               keys: dict[str, str]) -> list[str]:
+    """Attest through the attestation service, then have each owner's data key (``keys``:
+    owner → key name in the key-release service) released to this enclave and unwrapped in
+    here; return the owners whose keys this enclave holds. The host relays the requests
+    (``enclavekit_http``) and sees the token and the wrapped keys only."""
+    taken = sorted(owner for owner in keys if owner in _keys)
+    if taken:
+        raise PermissionError(f"{', '.join(taken)} already gave a key; it cannot be replaced")
+    token = attest(attest_url)
+    released: dict[str, bytes] = {}
+    for owner, name in keys.items():
+        data_key = release_key(kms_url, name, token, kms_certificate=kms_cert_pem,
+                               nonce=os.urandom(16).hex())
+        if len(data_key) != 32:
+            raise ValueError(f"data key of {owner} is {len(data_key)} bytes, expected 32")
+        released[owner] = data_key
+    for owner, data_key in released.items():
+        _keys[owner] = data_key
+        _records.setdefault(owner, [])
     return sorted(_keys)
 
 

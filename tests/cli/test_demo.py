@@ -1,5 +1,7 @@
-"""`enclavekit demo` end to end: exit 0, owners' results right, host saw only ciphertext,
-the tampered image refused by EINIT, and no process left behind."""
+"""`enclavekit demo` end to end: exit 0, the owners' keys released by the key-release service
+to the production build and refused to the DEBUG build (both in the release log), owners'
+results right, host saw only ciphertext, the tampered image refused by EINIT, and no process
+(or listening server) left behind."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 
 import enclavekit
-from enclavekit.cli.demo import FIELDS, OWNERS, records, tamper
+from enclavekit.cli.demo import FIELDS, KEY_NAMES, OWNERS, records, release_policy, tamper
 from enclavekit.errors import EcallError
 from enclavekit.host.image import EnclaveFile
 from enclavekit.host.layout import build_layout
@@ -127,6 +129,114 @@ def test_intermediate_state_survives_a_vm_restart_sealed(demo: DemoRun) -> None:
     counts = ast.literal_eval(resumed.group(1))
     assert sum(counts.values()) > 0  # state from before the power loss came back
     assert out.index("unsealed the checkpoint") < out.index("match the plain computation")
+
+
+def _lines(out: str, pattern: str) -> list[str]:
+    return [ln for ln in out.splitlines() if re.search(pattern, ln)]
+
+
+def test_trust_services_run_on_loopback_only(demo: DemoRun) -> None:
+    urls = re.findall(r"\b(https?)://([\w.]+):(\d+)", demo.stdout)
+    assert {host for _, host, _ in urls} == {"127.0.0.1"}, urls
+    kms = _lines(demo.stdout, r"key-release service \(KV\)\s+https://127\.0\.0\.1:\d+")
+    assert kms and "trusts only that attestation service" in kms[0]
+    attest = _lines(demo.stdout, r"attestation service \(MAA\)\s+http://127\.0\.0\.1:\d+")
+    assert attest and "trusts only O=enclavekit emulation" in attest[0]
+    assert "trust services stopped" in demo.stdout
+
+
+def test_owners_put_their_keys_in_the_key_service_with_the_policy(demo: DemoRun) -> None:
+    line = _lines(demo.stdout, r"^\s+release policy: ")[0]
+    conditions = json.loads(line.split("release policy: ", 1)[1])
+    claims = {c["claim"]: c for c in conditions}
+    assert claims["x-ms-sgx-is-debuggable"] == {"claim": "x-ms-sgx-is-debuggable",
+                                                "equals": False}
+    assert claims["x-ms-sgx-product-id"]["equals"] == 1
+    assert claims["x-ms-sgx-svn"]["greaterOrEquals"] == 1
+    mrsigner = re.search(r"MRSIGNER \(demo key\)\s+([0-9a-f]{64})", demo.stdout)
+    assert mrsigner and claims["x-ms-sgx-mrsigner"]["equals"] == mrsigner.group(1)
+    for owner, name in KEY_NAMES.items():
+        assert _lines(demo.stdout, rf"{OWNERS[owner][0]} imported https://127\.0\.0\.1:\d+/"
+                                   rf"keys/{name}/[0-9a-f]{{32}}")
+    assert "the owners never talk to the enclave" in demo.stdout
+
+
+def test_keys_released_to_the_production_build_and_refused_to_the_debug_build(
+        demo: DemoRun) -> None:
+    out = demo.stdout
+    assert "✓ joint_stats holds the keys of alice, bob" in out
+    tokens = _lines(out, r"^\s+token: iss http://127\.0\.0\.1:\d+")
+    assert len(tokens) == 2
+    assert "debuggable False, TCB UpToDate" in tokens[0]
+    assert "debuggable True" in tokens[1]
+    for owner in OWNERS:
+        assert _lines(out, rf"host saw\s+joint_stats: wrapped key {owner}\s")
+    assert _lines(out, r"host saw\s+DEBUG build: refusal \(403\)")
+    assert not _lines(out, r"DEBUG build: wrapped key")
+    refused = _lines(out, r"✓ refused: ")
+    assert "key release refused" in refused[0]
+    assert out.index("holds the keys of") < out.index("✓ refused: key release refused")
+
+
+def test_release_log_records_both_decisions_with_the_policy_reason(demo: DemoRun) -> None:
+    log = _lines(demo.stdout, r"^\s+(allowed|refused)\s+\S+-data-key\s")
+    allowed = [ln for ln in log if ln.split()[0] == "allowed"]
+    refused = [ln for ln in log if ln.split()[0] == "refused"]
+    assert sorted(ln.split()[1] for ln in allowed) == sorted(KEY_NAMES.values())
+    assert all("debuggable False: release policy satisfied" in ln for ln in allowed)
+    assert len(refused) == 1 and refused[0].split()[1] == KEY_NAMES["alice"]
+    assert ("debuggable True: ReleasePolicyNotSatisfied: release policy: condition not met: "
+            "x-ms-sgx-is-debuggable equals false") in refused[0]
+    production = {re.search(r"MRENCLAVE ([0-9a-f]{16})", ln).group(1)  # type: ignore[union-attr]
+                  for ln in allowed}
+    assert len(production) == 1
+    assert production.pop() not in refused[0]  # the DEBUG build has another MRENCLAVE
+
+
+def test_intel_root_verifier_refuses_the_emulated_quote(demo: DemoRun) -> None:
+    line = _lines(demo.stdout, r"verifier pinned to Intel's root refuses the same quote")[0]
+    assert "root_untrusted" in line
+
+
+def test_release_policy_names_signer_product_svn_and_not_debuggable() -> None:
+    manifest = Manifest.load(EXAMPLES / "joint_stats")
+    image = EnclaveFile.from_layout(build_layout(manifest), manifest.to_dict())
+    signed = image.sign(session_signing_key())
+    policy = release_policy("http://127.0.0.1:1", signed)
+    assert policy["version"] == "1.0.0" and len(policy["anyOf"]) == 1
+    branch = policy["anyOf"][0]
+    assert branch["authority"] == "http://127.0.0.1:1"
+    assert signed.mrsigner is not None
+    assert branch["allOf"] == [
+        {"claim": "x-ms-sgx-mrsigner", "equals": signed.mrsigner.hex()},
+        {"claim": "x-ms-sgx-product-id", "equals": manifest.to_dict()["product_id"]},
+        {"claim": "x-ms-sgx-svn", "greaterOrEquals": manifest.to_dict()["security_version"]},
+        {"claim": "x-ms-sgx-is-debuggable", "equals": False}]
+    from enclavekit.kms.policy import parse_release_policy
+
+    parse_release_policy(json.dumps(policy).encode())  # the key service accepts it
+
+
+def test_trust_services_are_stopped_on_error(tmp_path: Path) -> None:
+    """The demo's services listen on 127.0.0.1 and stop when the block ends, also on error."""
+    import socket
+
+    from enclavekit.cli.demo import trust_services
+    from enclavekit.vm.platform import PlatformStore
+
+    PlatformStore(tmp_path / "home").create("x", "Standard_DC1s_v2")
+    ports: list[int] = []
+    with pytest.raises(RuntimeError, match="boom"), \
+            trust_services(tmp_path / "home", tmp_path / "work") as services:
+        for url in (services.pccs_url, services.attest_url, services.kms_url):
+            address, number = url.split("://", 1)[1].split(":")
+            assert address == "127.0.0.1"
+            ports.append(int(number))
+            socket.create_connection(("127.0.0.1", int(number)), timeout=5).close()
+        raise RuntimeError("boom")
+    for port in ports:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
 def test_tampered_image_is_refused_by_einit(demo: DemoRun) -> None:
