@@ -42,6 +42,7 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import (
@@ -431,7 +432,7 @@ def _run(console: Console, examples: Path, work: Path, home: Path) -> int:
                       highlight=False, markup=False)
         for owner in OWNERS:
             kid = put_key(services, KEY_NAMES[owner], keys[owner], policy)
-            console.print(f"  {OWNERS[owner][0]} imported {kid} (exportable, released only "
+            console.print(f"  {OWNERS[owner][0]} imported {escape(kid)} (exportable, released only "
                           "under this policy)", highlight=False)
         console.print("  the owners never talk to the enclave: the key service releases their "
                       "keys to an enclave the policy admits, wrapped to a key made inside it")
@@ -450,16 +451,16 @@ def _run(console: Console, examples: Path, work: Path, home: Path) -> int:
                                              KEY_NAMES)
         except EnclaveKitError as exc:
             console.print(f"[red]FAIL: joint_stats did not get the keys: "
-                          f"{type(exc).__name__}: {exc}[/]", highlight=False)
+                          f"{type(exc).__name__}: {escape(str(exc))}[/]", highlight=False)
             return 1
-        console.print(f"  token: {_token_line(relay.token)}", highlight=False)
+        console.print(f"  token: {escape(_token_line(relay.token))}", highlight=False)
         console.print(f"  [green]✓[/] joint_stats holds the keys of {', '.join(held)} (unwrapped "
                       "inside; each answer signed by the pinned key-service certificate)")
         quote = relay.quote
         collateral = services.collateral(_parse_quote(quote))
         refusal = RemoteVerifier(services.root, collateral).refused_under_intel_root(quote)
         console.print(f"  [green]✓[/] a verifier pinned to Intel's root refuses the same quote "
-                      f"(QV-12): {refusal}", highlight=False)
+                      f"(QV-12): {escape(refusal)}", highlight=False)
 
         _step(console, "6. The DEBUG build of the same enclave asks for Alice's key")
         debug_relay = _make_relay(host, services, "DEBUG build")
@@ -469,8 +470,9 @@ def _run(console: Console, examples: Path, work: Path, home: Path) -> int:
                 rogue.ecalls.fetch_keys(services.attest_url, services.kms_url, cert,
                                         {"alice": KEY_NAMES["alice"]})
             except EnclaveKitError as exc:
-                console.print(f"  token: {_token_line(debug_relay.token)}", highlight=False)
-                console.print(f"  [green]✓[/] refused: {str(exc).splitlines()[0]}",
+                console.print(f"  token: {escape(_token_line(debug_relay.token))}",
+                              highlight=False)
+                console.print(f"  [green]✓[/] refused: {escape(str(exc).splitlines()[0])}",
                               highlight=False)
                 console.print("  (the service answers Key Vault's generic 403, no oracle; its "
                               "reason is in the release log)")
