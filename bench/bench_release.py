@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import _common
-from enclavekit.kms._codec import b64url
+from enclavekit._codec import b64url
 from enclavekit.kms.serve import ServerThread
 from enclavekit.kms.wrap import wrap_key_material
 
