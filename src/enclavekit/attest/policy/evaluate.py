@@ -169,24 +169,41 @@ def _matches(condition: Condition, claim: Claim, bound: Bindings) -> bool:
     return True
 
 
+def _literal_type(condition: Condition) -> str | None:
+    """The claim type a condition's first test pins (``[type == "x", ...]``), else ``None``.
+
+    Only the first test: a claim of another type then fails it before any later test runs, so
+    skipping such claims changes nothing (not even which errors are raised)."""
+    if not condition.tests:
+        return None
+    test = condition.tests[0]
+    if test.prop == "type" and test.op == "==" and isinstance(test.expr, Literal_) \
+            and isinstance(test.expr.value, str):
+        return test.expr.value
+    return None
+
+
 def _bindings(conditions: Sequence[Condition], claims: Sequence[Claim],
-              bound: dict[str, Claim]) -> Iterator[dict[str, Claim]]:
+              bound: dict[str, Claim], by_type: Mapping[str, Sequence[Claim]]
+              ) -> Iterator[dict[str, Claim]]:
     if not conditions:
         yield dict(bound)
         return
     first, rest = conditions[0], conditions[1:]
-    matching = [c for c in claims if _matches(first, c, bound)]
+    pinned = _literal_type(first)
+    candidates = claims if pinned is None else by_type.get(pinned, ())
+    matching = [c for c in candidates if _matches(first, c, bound)]
     if first.negated:
         if not matching:
-            yield from _bindings(rest, claims, bound)
+            yield from _bindings(rest, claims, bound, by_type)
         return
     if first.binding is None:
         if matching:
-            yield from _bindings(rest, claims, bound)
+            yield from _bindings(rest, claims, bound, by_type)
         return
     for claim in matching:
         bound[first.binding] = claim
-        yield from _bindings(rest, claims, bound)
+        yield from _bindings(rest, claims, bound, by_type)
         del bound[first.binding]
 
 
@@ -207,10 +224,13 @@ def _made_claim(rule: Rule, bound: Bindings) -> Claim:
 def evaluate(policy: Policy, claims: Sequence[Claim]) -> Evaluation:
     """Run ``policy`` over the incoming ``claims`` (evidence claims, then custom claims)."""
     result = Evaluation(permitted=False, denied=False, incoming=list(claims))
+    by_type: dict[str, list[Claim]] = {}  # the incoming claims by type, in order
+    for claim in result.incoming:
+        by_type.setdefault(claim.type, []).append(claim)
     for rules in (policy.configuration, policy.authorization, policy.issuance):
         for rule in rules:
             snapshot = list(result.incoming)
-            for fired, bound in enumerate(_bindings(rule.conditions, snapshot, {})):
+            for fired, bound in enumerate(_bindings(rule.conditions, snapshot, {}, by_type)):
                 if fired >= _MAX_FIRINGS:
                     raise PolicyEvaluationError(f"{rule.at}: the rule fires more than "
                                                 f"{_MAX_FIRINGS} times")
@@ -227,4 +247,6 @@ def evaluate(policy: Policy, claims: Sequence[Claim]) -> Evaluation:
                         result.incoming.append(claim)
                         if kind == "issue":
                             result.issued.append(claim)
+            for claim in result.incoming[len(snapshot):]:  # seen from the next rule on
+                by_type.setdefault(claim.type, []).append(claim)
     return result
