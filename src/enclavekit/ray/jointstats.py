@@ -1,0 +1,136 @@
+"""The demo's joint statistics, partitioned over enclaves on several Ray nodes.
+
+The owners' records (``enclavekit demo``'s Alice and Bob) are split into partitions, one per
+worker enclave; an aggregator enclave combines the workers' partial aggregates. Before any
+data moves, the enclaves attest one another (:class:`~enclavekit.ray.mesh.Mesh`) and the data
+owner verifies each enclave's quote and wraps its data key to the key in the enclave's
+hello. Records go in encrypted under the owner's key, partials travel worker → aggregator
+under the attested channels (through Ray's object store), and the result comes back
+encrypted under the owner's key: Ray only ever holds ciphertext.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import VerificationFailed
+from .actor import EnclaveHandle, get
+from .mesh import Mesh, job_collateral, job_roots
+
+__all__ = ["AGGREGATOR", "JobResult", "all_records", "app_dir", "owner_verify",
+           "partitioned_job", "reference_statistics"]
+
+AGGREGATOR = "aggregator"
+BATCH = 60
+
+
+def app_dir() -> Path:
+    """``examples/ray_stats`` of the source checkout."""
+    return Path(__file__).resolve().parents[3] / "examples" / "ray_stats"
+
+
+def all_records() -> list[dict[str, int]]:
+    """Every record of the demo's owners, in a fixed order."""
+    from ..cli.demo import OWNERS, records
+
+    return [r for owner in sorted(OWNERS) for r in records(owner)]
+
+
+def reference_statistics(rows: list[dict[str, int]]) -> dict[str, Any]:
+    """The single-VM computation (``enclavekit demo``'s reference) over ``rows``."""
+    from ..cli.demo import plain_statistics
+
+    return plain_statistics(rows)
+
+
+def _aad(kind: str, extra: str = "") -> bytes:
+    return f"ray-stats/v1/{kind}/{extra}".encode()
+
+
+def owner_verify(hello: bytes, context: bytes, roots_pem: bytes, collateral: str,
+                 mrenclave: bytes) -> bytes:
+    """The data owner's check of an enclave's hello (DCAP verifier with the job's root,
+    UpToDate, the expected MRENCLAVE, not DEBUG, the key bound); returns the hello key."""
+    from ..dcap.collateral import Collateral
+    from ..dcap.policy import AppraisalPolicy
+    from ..dcap.roots import load_pem_chain
+    from ..dcap.verify import verify_quote
+    from ..enclave.peer import hello_report_data, split_hello
+
+    quote, public = split_hello(hello)
+    result = verify_quote(quote, Collateral.from_json(collateral),
+                          trusted_roots=load_pem_chain(roots_pem, "job trust roots"))
+    AppraisalPolicy.build(mrenclave=[mrenclave],
+                          report_data=hello_report_data(context, public)).check(result)
+    return public
+
+
+@dataclass
+class JobResult:
+    """The statistics the owner decrypted, and what crossed Ray (for inspection)."""
+
+    stats: dict[str, Any]
+    records: int
+    mesh: Mesh
+    transported: list[Any] = field(default_factory=list)
+
+
+def partitioned_job(workers: list[EnclaveHandle], aggregator: EnclaveHandle,
+                    data_dir: str | os.PathLike[str], *, key: bytes | None = None,
+                    rows: list[dict[str, int]] | None = None,
+                    mrenclave: bytes | None = None) -> JobResult:
+    """Run the partitioned joint statistics; the decrypted result.
+
+    Raises:
+        VerificationFailed: an enclave of the job (or the owner) refused a quote.
+        EnclaveLost: an enclave's node died before the job completed (never a partial
+            result).
+    """
+    key = key or AESGCM.generate_key(bit_length=256)
+    rows = all_records() if rows is None else rows
+    expected = mrenclave or aggregator.mrenclave
+    members = {AGGREGATOR: aggregator, **{f"worker-{i}": w for i, w in enumerate(workers)}}
+    context = os.urandom(16)
+    roots = job_roots(data_dir)
+    collateral = job_collateral(data_dir, [h.vm for h in members.values()])
+    mesh = Mesh.attest(members, context, roots, collateral, [expected])
+    for name, handle in members.items():
+        public = owner_verify(mesh.hellos[name], context, roots, collateral[handle.vm],
+                              expected)
+        from ..enclave.peer import wrap_secret
+
+        handle.ecalls.provision(*wrap_secret(context, public, key))
+    import ray
+
+    transported: list[Any] = []
+    pending = []
+    for number, start in enumerate(range(0, len(rows), BATCH)):
+        nonce = os.urandom(12)
+        blob = nonce + AESGCM(key).encrypt(nonce, json.dumps(rows[start:start + BATCH])
+                                           .encode(), _aad("records", str(number)))
+        ref = ray.put(blob)
+        transported.append(ref)
+        worker = workers[number % len(workers)]
+        pending.append((worker, worker.ecalls.add_partition.remote(number, ref)))
+    for worker, ref in pending:
+        get(ref, where=worker.where)
+    partials = {f"worker-{i}": w.ecalls.partial.remote(AGGREGATOR) for i, w in
+                enumerate(workers)}
+    transported.extend(partials.values())
+    for name, ref in partials.items():
+        get(ref, where=members[name].where)
+    result_ref = aggregator.ecalls.combine.remote(partials)
+    transported.append(result_ref)
+    blob = get(result_ref, where=aggregator.where)
+    try:
+        stats = json.loads(AESGCM(key).decrypt(blob[:12], blob[12:], _aad("result")))
+    except Exception:
+        raise VerificationFailed("result", "the aggregator's result does not open under the "
+                                 "owner's key; refused") from None
+    return JobResult(stats, len(rows), mesh, transported)
