@@ -429,3 +429,12 @@ def test_qv12_emulated_and_real_never_cross() -> None:
     with pytest.raises(VerificationFailed) as err:
         verify_quote(real.quote, real.collateral, trusted_roots=emulated.roots, at=real.at)
     assert err.value.check == "root_untrusted"
+
+
+def test_qv9_fuzz_script_short_form(capsys: pytest.CaptureFixture[str]) -> None:
+    """The 1M-input fuzz script (``python -m tests.attack.fuzz_qv9``) in a short form."""
+    from tests.attack import fuzz_qv9
+
+    assert fuzz_qv9.main(["--count", "300", "--seed", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "300 inputs" in out and "ACCEPTED-MUTATED" not in out

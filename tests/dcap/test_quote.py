@@ -241,7 +241,9 @@ def test_certificate_with_an_invalid_version_is_a_format_error() -> None:
     der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
     assert b"\xa0\x03\x02\x01\x02" in der
     bad = der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x46", 1)
-    bad_pem = (b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bad)
+    b64 = base64.b64encode(bad)
+    bad_pem = (b"-----BEGIN CERTIFICATE-----\n"
+               + b"".join(b64[i:i + 64] + b"\n" for i in range(0, len(b64), 64))
                + b"-----END CERTIFICATE-----\n")
     with pytest.raises(QuoteFormatError, match="does not parse"):
         CertificationData(5, bad_pem).pck_chain()
@@ -252,6 +254,19 @@ def test_certificate_with_an_invalid_version_is_a_format_error() -> None:
         load_pem_chain(bad_pem)
     with pytest.raises(CollateralFormatError, match="does not parse"):
         load_roots(bad)
+
+
+def test_pem_layout_other_than_64_character_lines_is_refused() -> None:
+    """The chain is unsigned: a moved line break (same certificate) is refused, not ignored."""
+    data = Quote.parse(PHALA).certification_data.data
+    first = data.index(b"\n", data.index(b"\n") + 1)  # the end of the first base64 line
+    moved = data[:first - 1] + b"\n" + data[first - 1:first] + data[first + 1:]  # 63 + 65
+    assert moved != data and len(moved) == len(data)
+    with pytest.raises(QuoteFormatError, match="one PEM layout"):
+        CertificationData(5, moved).pck_chain_pem()
+    crlf = data.replace(b"\n", b"\r\n")
+    with pytest.raises(QuoteFormatError, match="one PEM layout"):
+        CertificationData(5, crlf).pck_chain_pem()
 
 
 def test_certificate_envelope_check() -> None:

@@ -92,6 +92,12 @@ class QuoteHeader(Structure):
     user_data: Annotated[bytes, 20] = bytes(20)
 
 
+def _canonical_pem(body: bytes) -> bytes:
+    """The one PEM layout of a certificate whose base64 is ``body`` (every real quote's)."""
+    lines = b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----"
+
+
 @dataclass(frozen=True)
 class CertificationData:
     """Certification data: a type (1–7) and its bytes (type 5 = PEM PCK chain)."""
@@ -133,6 +139,11 @@ class CertificationData:
             if not canonical:
                 raise QuoteFormatError(
                     f"certification data type 5: certificate {i} is not canonical base64"
+                )
+            if block.rstrip(b"\n") != _canonical_pem(body):
+                raise QuoteFormatError(
+                    f"certification data type 5: certificate {i} is not in the one PEM layout "
+                    "(64-character lines, LF line ends)"
                 )
         return blocks
 
