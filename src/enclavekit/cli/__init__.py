@@ -44,13 +44,14 @@ def _register() -> None:
         pki,
         quote,
         quote_sample,
+        ray,
         sgxs,
         sigstruct,
         vm,
     )
 
     for module in (keys, sgxs, sigstruct, vm, enclave, quote, quote_sample, pki, pccs, attest,
-                   kms, demo):
+                   kms, demo, ray):
         module.register(main)
 
 
