@@ -607,8 +607,17 @@ def debugger_step(console: Console, vm: Any, compute_file: Any, debug_file: Any)
 @click.command("demo")
 @click.option("--examples", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="The examples/ directory (default: the source checkout's).")
-def demo(examples: Path | None) -> None:
+@click.option("--nodes", type=click.IntRange(1, 8), default=None,
+              help="Run it partitioned over N local Ray nodes instead (see docs/ray.md).")
+def demo(examples: Path | None, nodes: int | None) -> None:
     """Joint statistics over two owners' encrypted data in an attested enclave."""
+    if nodes is not None:
+        from ..ray.demo import run_nodes
+
+        code = run_nodes(Console(highlight=False, soft_wrap=True), nodes, examples)
+        if code:
+            raise SystemExit(code)
+        return
     code = run(Console(highlight=False, soft_wrap=True), examples)
     if code:
         raise SystemExit(code)
