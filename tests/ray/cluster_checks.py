@@ -116,11 +116,27 @@ def main(argv: list[str]) -> int:
                 ref = h.ecalls.digest.remote(b"x")
                 from enclavekit.ray import get
 
-                return {"sync": sync.hex(), "remote": get(ref).hex(),
-                        "ray_get_type": type(ray.get(h.ecalls.digest.remote(b"x"))).__name__,
-                        "expected": hashlib.sha256(b"ray-stats/v1/digest/x").hexdigest()}
+                out = {"sync": sync.hex(), "remote": get(ref).hex(),
+                       "ray_get_type": type(ray.get(h.ecalls.digest.remote(b"x"))).__name__,
+                       "expected": hashlib.sha256(b"ray-stats/v1/digest/x").hexdigest()}
+                try:  # an enclave error: typed through enclavekit.ray.get
+                    h.ecalls.add_partition(0, b"x" * 40)
+                except EnclaveKitError as exc:
+                    out["typed_error"] = _error(exc)
+                try:  # and a RayTaskError naming it through plain ray.get
+                    ray.get(h.ecalls.add_partition.remote(0, b"x" * 40))
+                except Exception as exc:
+                    out["ray_get_error"] = str(exc)
+                return out
 
         record("ecalls", ecalls)
+
+        def tampered() -> None:
+            from enclavekit.cli.demo import tamper
+
+            place(tamper(image))
+
+        record("tampered_image", tampered)
 
         # the partitioned job, with a known secret in the data
         rows = all_records()

@@ -92,6 +92,14 @@ def test_ecalls_are_actor_methods_sync_and_remote(runs: dict[str, Any]) -> None:
     got = ok(runs, "ecalls")
     assert got["sync"] == got["remote"] == got["expected"]
     assert got["ray_get_type"] == "bytes"
+    assert got["typed_error"]["type"] == "PermissionError" or \
+        "provision first" in got["typed_error"]["message"]
+    assert "EcallFailed" in got["ray_get_error"] and "provision first" in got["ray_get_error"]
+
+
+def test_an_image_the_vm_refuses_is_a_typed_placement_error(runs: dict[str, Any]) -> None:
+    error = refused(runs, "tampered_image")
+    assert error["type"] == "InvalidMeasurement"
 
 
 def test_partitioned_job_equals_the_single_vm_result(runs: dict[str, Any]) -> None:

@@ -10,13 +10,13 @@ enclaves verify each other's quotes and key pairwise channels before data moves;
 
 from __future__ import annotations
 
-from .actor import EnclaveActor, EnclaveHandle, get
+from .actor import EcallFailed, EnclaveActor, EnclaveHandle, get
 from .cluster import LocalCluster
 from .mesh import Mesh, job_collateral, job_roots
 from .placement import Node, nodes, place, place_spread
 from .replicas import Replicated
 from .resources import EPC, SIZE_PREFIX, VM_PREFIX, epc_mib, node_resources
 
-__all__ = ["EPC", "SIZE_PREFIX", "VM_PREFIX", "EnclaveActor", "EnclaveHandle", "LocalCluster",
-           "Mesh", "Node", "Replicated", "epc_mib", "get", "job_collateral", "job_roots",
-           "node_resources", "nodes", "place", "place_spread"]
+__all__ = ["EPC", "SIZE_PREFIX", "VM_PREFIX", "EcallFailed", "EnclaveActor", "EnclaveHandle",
+           "LocalCluster", "Mesh", "Node", "Replicated", "epc_mib", "get", "job_collateral",
+           "job_roots", "node_resources", "nodes", "place", "place_spread"]

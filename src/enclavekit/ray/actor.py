@@ -2,7 +2,8 @@
 
 The handle's ``ecalls.NAME(...)`` waits for the result; ``ecalls.NAME.remote(...)`` returns a
 Ray ``ObjectRef`` (``ray.get``-able; an enclave error comes out of :func:`get` as the typed
-enclavekit error). Object references passed as arguments (top level, or values of a dict
+enclavekit error, out of plain ``ray.get`` as a ``RayTaskError`` wrapping
+:class:`EcallFailed`). Object references passed as arguments (top level, or values of a dict
 argument) are resolved in the actor, so one enclave's output goes to another through Ray's
 object store without passing through the driver.
 """
@@ -22,7 +23,7 @@ from ..host.vm import VM
 from ..vm import protocol as p
 from .resources import parse_node
 
-__all__ = ["EnclaveActor", "EnclaveHandle", "get"]
+__all__ = ["EcallFailed", "EnclaveActor", "EnclaveHandle", "get"]
 
 
 def _resolve(value: Any) -> Any:
@@ -54,21 +55,25 @@ class EnclaveActor:
 
     def __init__(self, image: bytes, data_dir: str | None) -> None:
         self.vm_name = ""
-        self._failed: _Failure | None = None
+        self._failed: EcallFailed | None = None
         self._vm: VM | None = None
         try:
             self.vm_name = node_vm()
             self._vm = VM.open(self.vm_name, data_dir)
             self._enclave = self._vm.load_bytes(image)
         except EnclaveKitError as exc:  # reported by info(), typed
-            self._failed = _Failure(p.error_info(exc))
+            self._failed = EcallFailed(p.error_info(exc))
             if self._vm is not None:
                 self._vm.close()
 
-    def info(self) -> dict[str, Any] | _Failure:
-        """Where the enclave runs and what it is (or why it could not be loaded)."""
+    def info(self) -> dict[str, Any]:
+        """Where the enclave runs and what it is.
+
+        Raises:
+            EcallFailed: the enclave could not be loaded (why, typed).
+        """
         if self._failed is not None or self._vm is None:
-            return self._failed or _Failure(p.error_info(EnclaveKitError("not loaded")))
+            raise self._failed or EcallFailed(p.error_info(EnclaveKitError("not loaded")))
         e = self._enclave
         return {"vm": self.vm_name, "size": self._vm.size, "enclave_id": e.enclave_id,
                 "mrenclave": e.mrenclave.hex(), "mrsigner": e.mrsigner.hex(),
@@ -81,7 +86,7 @@ class EnclaveActor:
             return self._enclave.call(name, tuple(_resolve(a) for a in args),
                                       {k: _resolve(v) for k, v in kwargs.items()})
         except EnclaveKitError as exc:
-            return _Failure(p.error_info(exc))
+            raise EcallFailed(p.error_info(exc)) from None
 
     def close(self) -> None:
         """Unload the enclave and disconnect from the VM."""
@@ -92,11 +97,17 @@ class EnclaveActor:
         self._vm.close()
 
 
-class _Failure:
-    """An enclavekit error carried out of an actor as data (type name and message)."""
+class EcallFailed(Exception):
+    """An enclavekit error raised in an enclave actor, carried through Ray as its type name
+    and message (:func:`get` raises the typed error again; plain ``ray.get`` raises a
+    ``RayTaskError`` wrapping this)."""
 
     def __init__(self, info: p.ErrorInfo) -> None:
+        super().__init__(f"{info.type}: {info.message}")
         self.info = info
+
+    def __reduce__(self) -> tuple[type[EcallFailed], tuple[p.ErrorInfo]]:
+        return (EcallFailed, (self.info,))
 
 
 def get(refs: Any, *, timeout: float | None = None, where: str = "") -> Any:
@@ -115,13 +126,13 @@ def get(refs: Any, *, timeout: float | None = None, where: str = "") -> Any:
         raise EnclaveLost(f"enclave actor {where} did not answer within {timeout} s") from None
     except RayTaskError as exc:
         cause = exc.cause
-        if isinstance(cause, EnclaveKitError):
-            raise cause from None
+        if isinstance(cause, EcallFailed):
+            error = p.rebuild_error(cause.info)
+            if isinstance(error, EnclaveLost) and where:  # say which node's enclave it was
+                error = EnclaveLost(f"{error} {where}")
+            raise error from None
         raise EnclaveKitError(f"enclave actor {where} failed: {str(exc).splitlines()[0]}") \
             from None
-    for item in value if isinstance(refs, list) else [value]:
-        if isinstance(item, _Failure):
-            raise p.rebuild_error(item.info)
     return value
 
 

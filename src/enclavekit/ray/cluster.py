@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ class LocalCluster:
         import ray
         from ray.cluster_utils import Cluster
 
+        # Ray records the cluster's address in <tmp>/ray/ray_current_cluster, whatever temp_dir
+        Path(tempfile.gettempdir(), "ray").mkdir(mode=0o755, exist_ok=True)
         store = PlatformStore(self.data_dir)
         try:
             for name, size in zip(self.vm_names, self.sizes, strict=True):

@@ -11,6 +11,7 @@ namespace with only ``lo``; otherwise it explains and refuses.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,7 @@ def _inside(console: Console, count: int, examples: Path | None) -> int:
             finally:
                 for handle in [*workers, aggregator]:
                     handle.close()
+        shutil.rmtree(temp, ignore_errors=True)
         reference = reference_statistics(rows)
         for name, stats in sorted(result.stats.items()):
             console.print(f"  {name}: {stats}", highlight=False)
