@@ -27,7 +27,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from enclavekit.enclave import SealPolicy, ecall, seal, unseal
+from enclavekit.enclave import SealPolicy, ecall, seal, trusted_file, unseal
 from enclavekit.enclave.peer import Peers, unwrap_secret
 
 FIELDS = ("age", "income")
@@ -48,11 +48,25 @@ def _aad(kind: str, extra: str = "") -> bytes:
     return f"ray-stats/v1/{kind}/{extra}".encode()
 
 
+def _roots(offered: bytes) -> bytes:
+    """The job's trust roots: the measured ``job_roots.pem`` when the build pins one (the host
+    cannot change them then), else what the host offered."""
+    try:
+        pinned = trusted_file("job_roots.pem")
+    except FileNotFoundError:
+        return offered
+    if offered and offered != pinned:
+        raise PermissionError("this build pins its job's trust roots (job_roots.pem); the "
+                              "host offered other roots: refused")
+    return pinned
+
+
 @ecall
 def join(context: bytes, roots_pem: bytes, mrenclaves: list[bytes]) -> bytes:
-    """Start this enclave's part of the job; returns its hello."""
+    """Start this enclave's part of the job; returns its hello. ``roots_pem`` may be empty
+    when the build pins ``job_roots.pem``."""
     global _peers
-    _peers = Peers(context, roots_pem, mrenclaves=mrenclaves or None)
+    _peers = Peers(context, _roots(roots_pem), mrenclaves=mrenclaves or None)
     return _peers.hello()
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import enclavekit
 from enclavekit.enclave.peer import hello_report_data, split_hello, wrap_secret
-from enclavekit.errors import IntegrityError, VerificationFailed
+from enclavekit.errors import EcallError, IntegrityError, VerificationFailed
 from enclavekit.vm.platform import PlatformStore
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "ray_stats"
@@ -115,3 +115,19 @@ def test_another_root_or_another_mrenclave_is_refused(pair: Pair) -> None:
         pair.a.ecalls.accept("b", hb, pair.collateral["pb"])
     with pytest.raises(VerificationFailed, match="no attested channel"):
         pair.a.ecalls.send("rogue", 4)
+
+
+def test_a_build_that_pins_the_job_roots_refuses_others(
+        pair: Pair, tmp_path: Path) -> None:
+    from enclavekit.dcap.roots import INTEL_SGX_ROOT_CA_PEM
+    from enclavekit.ray.jointstats import pin_roots
+
+    app = pin_roots(pair.roots, tmp_path / "pinned")
+    image = enclavekit.build(app).sign(enclavekit.SigningKey.generate())
+    assert image.mrenclave != enclavekit.build(APP).mrenclave  # the roots are measured
+    vm = pair.a._vm
+    with vm.load(image) as pinned:
+        with pytest.raises(EcallError, match="pins its job's trust roots"):
+            pinned.ecalls.join(b"job-6", INTEL_SGX_ROOT_CA_PEM, [])
+        hello = pinned.ecalls.join(b"job-6", b"", [])  # the measured roots
+        assert len(split_hello(hello)[1]) == 65

@@ -53,7 +53,14 @@ def _inside(console: Console, count: int, examples: Path | None) -> int:
     import enclavekit
 
     from .cluster import LocalCluster
-    from .jointstats import all_records, app_dir, partitioned_job, reference_statistics
+    from .jointstats import (
+        all_records,
+        app_dir,
+        partitioned_job,
+        pin_roots,
+        reference_statistics,
+    )
+    from .mesh import job_roots
     from .placement import place, place_spread
 
     started = time.monotonic()
@@ -65,11 +72,14 @@ def _inside(console: Console, count: int, examples: Path | None) -> int:
         with LocalCluster(sizes, Path(tmp) / "home", temp_dir=temp) as cluster:
             console.print(f"▸ {count} Ray node(s) on 127.0.0.1, one VM each: " + ", ".join(
                 f"{vm} ({size})" for vm, size in zip(cluster.vm_names, sizes, strict=True)))
-            image = enclavekit.build(app).sign(enclavekit.SigningKey.generate())
+            # the job's root (the data directory's emulation root) measured into the build
+            pinned = pin_roots(job_roots(cluster.data_dir), Path(tmp) / "ray_stats", app)
+            image = enclavekit.build(pinned).sign(enclavekit.SigningKey.generate())
             workers = place_spread(image, count)
             aggregator = place(image)
             try:
-                console.print(f"▸ ray_stats (MRENCLAVE {image.mrenclave.hex()[:16]}…) placed by "
+                console.print(f"▸ ray_stats (the job's root measured in; MRENCLAVE "
+                              f"{image.mrenclave.hex()[:16]}…) placed by "
                               f"its EPC need: workers on {', '.join(w.vm for w in workers)}; "
                               f"aggregator on {aggregator.vm}")
                 rows = all_records()

@@ -25,7 +25,7 @@ from .actor import EnclaveHandle, get
 from .mesh import Mesh, job_collateral, job_roots
 
 __all__ = ["AGGREGATOR", "JobResult", "all_records", "app_dir", "owner_verify",
-           "partitioned_job", "reference_statistics"]
+           "partitioned_job", "pin_roots", "reference_statistics"]
 
 AGGREGATOR = "aggregator"
 BATCH = 60
@@ -34,6 +34,24 @@ BATCH = 60
 def app_dir() -> Path:
     """``examples/ray_stats`` of the source checkout."""
     return Path(__file__).resolve().parents[3] / "examples" / "ray_stats"
+
+
+def pin_roots(roots_pem: bytes, dest: str | os.PathLike[str],
+              app: Path | None = None) -> Path:
+    """A copy of the ray_stats app in ``dest`` whose build measures ``roots_pem`` as its
+    job's trust roots (``job_roots.pem``, a trusted file): the host can no longer choose the
+    roots its enclaves verify peers against. Returns the copy's directory."""
+    import shutil
+
+    out = Path(dest)
+    shutil.copytree(app or app_dir(), out)
+    (out / "job_roots.pem").write_bytes(roots_pem)
+    toml = out / "enclave.toml"
+    text = toml.read_text()
+    if "trusted = []" not in text:
+        raise ValueError(f"{toml}: expected 'trusted = []' to pin the roots into")
+    toml.write_text(text.replace("trusted = []", 'trusted = ["job_roots.pem"]'))
+    return out
 
 
 def all_records() -> list[dict[str, int]]:
