@@ -289,9 +289,10 @@ def test_quotes_verify_with_the_collateral_service_and_only_under_the_emulated_r
 
 
 def test_demo_app_key_transfer_by_quote_and_its_refusals(setup: Setup) -> None:
-    """examples/joint_stats's remote key transfer (what `enclavekit demo` runs): an owner's
-    nonce and the enclave's key are bound in the quote; a stale nonce, swapped or replayed
-    wrapped keys and a second key for an owner are refused."""
+    """examples/joint_stats's direct key transfer by quote (``quote_for`` / ``receive_key``;
+    the demo now releases keys through the key service instead): an owner's nonce and the
+    enclave's key are bound in the quote; a stale nonce, swapped or replayed wrapped keys and a
+    second key for an owner are refused."""
     import os
 
     from enclavekit.attest.pccs.operator import Operator
