@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +31,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.skip(f"the Ray cluster tests need a loopback-only network namespace: {why}")
     work = tmp_path_factory.mktemp("ray")
     out = work / "out.json"
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         netns.isolated_command([sys.executable, "-m", "tests.ray.cluster_checks", str(work),
                                 str(out)]),
-        cwd=ROOT, capture_output=True, text=True, timeout=170)
-    assert out.exists(), f"the cluster run wrote nothing: {proc.stderr[-3000:]}"
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=170)
+    except subprocess.TimeoutExpired:  # stop what it started: its whole process group
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+    assert out.exists(), f"the cluster run wrote nothing: {stderr[-3000:]}"
     results: dict[str, Any] = json.loads(out.read_text())
     assert results["start"]["ok"], results["start"]
     return results
@@ -152,4 +160,6 @@ def test_killing_a_node_fails_over_to_a_replica(runs: dict[str, Any]) -> None:
 def test_a_job_whose_node_died_fails_clearly_never_a_wrong_result(runs: dict[str, Any]) -> None:
     error = refused(runs, "job_after_node_kill")
     assert error["type"] == "EnclaveLost"
-    assert "ray-node-2" in error["message"] and "is gone" in error["message"]
+    # the actor is gone, or the enclave answered that its VM lost power: either names the VM
+    assert "ray-node-2" in error["message"]
+    assert "is gone" in error["message"] or "lost power" in error["message"]
