@@ -257,8 +257,29 @@ def main(argv: list[str]) -> int:
         record("failover", failover)
         record("job_after_node_kill",
                lambda: partitioned_job(workers, aggregator, home, key=data_key, rows=rows).stats)
+
         replicas.close()
         for h in [*workers, aggregator]:
+            h.close()  # (their placement group, missing a bundle now, goes with them)
+
+        # a node dies mid-job: after the records are in the workers, before the partials
+        pair = [place(image, vm=cluster.vm_names[0]), place(image, vm=cluster.vm_names[1])]
+        agg = place(image, vm=cluster.vm_names[0])
+        killed: list[str] = []
+
+        def kill_mid_job(phase: str) -> None:
+            if phase == "partitioned":
+                victim = next(h.vm for h in pair if h.vm != cluster.vm_names[0])
+                killed.append(victim)
+                cluster.kill_node(victim)
+
+        def mid_job() -> Any:
+            return partitioned_job(pair, agg, home, key=data_key, rows=rows,
+                                   on_phase=kill_mid_job).stats
+
+        record("node_killed_mid_job", mid_job)
+        results["node_killed_mid_job"]["killed"] = killed
+        for h in [*pair, agg]:
             h.close()
         results["leaks_in_ray_dirs"] = _scan_dir(temp, data_key)
     finally:

@@ -163,3 +163,10 @@ def test_a_job_whose_node_died_fails_clearly_never_a_wrong_result(runs: dict[str
     # the actor is gone, or the enclave answered that its VM lost power: either names the VM
     assert "ray-node-2" in error["message"]
     assert "is gone" in error["message"] or "lost power" in error["message"]
+
+
+def test_a_node_killed_mid_job_fails_it_clearly(runs: dict[str, Any]) -> None:
+    error = refused(runs, "node_killed_mid_job")  # killed after the records went in
+    assert runs["node_killed_mid_job"]["killed"] == ["ray-node-1"]
+    assert error["type"] == "EnclaveLost"
+    assert "ray-node-1" in error["message"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,12 @@ class JobResult:
 def partitioned_job(workers: list[EnclaveHandle], aggregator: EnclaveHandle,
                     data_dir: str | os.PathLike[str], *, key: bytes | None = None,
                     rows: list[dict[str, int]] | None = None,
-                    mrenclave: bytes | None = None) -> JobResult:
+                    mrenclave: bytes | None = None,
+                    on_phase: Callable[[str], None] | None = None) -> JobResult:
     """Run the partitioned joint statistics; the decrypted result.
+
+    ``on_phase`` is called with ``"attested"`` (keys provisioned) and ``"partitioned"`` (every
+    record inside a worker) as the job reaches them.
 
     Raises:
         VerificationFailed: an enclave of the job (or the owner) refused a quote.
@@ -132,6 +137,8 @@ def partitioned_job(workers: list[EnclaveHandle], aggregator: EnclaveHandle,
     import ray
 
     attested = time.perf_counter()
+    if on_phase is not None:
+        on_phase("attested")
     transported: list[Any] = []
     pending = []
     for number, start in enumerate(range(0, len(rows), BATCH)):
@@ -144,6 +151,8 @@ def partitioned_job(workers: list[EnclaveHandle], aggregator: EnclaveHandle,
         pending.append((worker, worker.ecalls.add_partition.remote(number, ref)))
     for worker, ref in pending:
         get(ref, where=worker.where)
+    if on_phase is not None:
+        on_phase("partitioned")
     partials = {f"worker-{i}": w.ecalls.partial.remote(AGGREGATOR) for i, w in
                 enumerate(workers)}
     transported.extend(partials.values())
