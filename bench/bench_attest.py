@@ -19,6 +19,7 @@ alone would allow one core. Usage: ``python bench/bench_attest.py [--short]``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -27,8 +28,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -58,11 +59,6 @@ def _runtime() -> bytes:
     n = base64.urlsafe_b64encode(key.n.to_bytes(256, "big")).rstrip(b"=").decode()
     return json.dumps({"keys": [{"kty": "RSA", "kid": "enclave", "key_ops": ["encrypt"],
                                  "n": n, "e": "AQAB"}]}).encode()
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rate(fn: object, seconds: float) -> float:
@@ -100,8 +96,6 @@ def _bench(data: Path, short: bool) -> int:
                        "runtimeData": {"data": base64.urlsafe_b64encode(runtime).decode(),
                                        "dataType": "JSON"}}).encode()
     headers = {"Content-Type": "application/json"}
-    latencies: list[float] = []
-    errors = [0]
     with pccs_running(pccs_app(Publisher.open(store.root))) as pccs:
         proc = subprocess.Popen(
             [sys.executable, "-m", "enclavekit", "attest", "serve", "--port", "0",
@@ -123,43 +117,30 @@ def _bench(data: Path, short: bool) -> int:
                     break
                 except ConnectionRefusedError:
                     time.sleep(0.05)
-            lock = threading.Lock()
-            stop_at = [0.0]
-
-            def worker() -> None:
-                mine: list[float] = []
-                bad = 0
+            @contextlib.contextmanager
+            def session() -> Iterator[Callable[[], bool]]:
                 conn = _connection(host, port)
-                while time.perf_counter() < stop_at[0]:
-                    t0 = time.perf_counter()
+
+                def attest() -> bool:
                     conn.request("POST", "/attest/SgxEnclave?api-version=2022-08-01", body,
                                  headers)
                     reply = conn.getresponse()
                     reply.read()
-                    mine.append(time.perf_counter() - t0)
-                    bad += reply.status != 200
-                conn.close()
-                with lock:
-                    latencies.extend(mine)
-                    errors[0] += bad
+                    return reply.status == 200
+
+                try:
+                    yield attest
+                finally:
+                    conn.close()
 
             workers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
                        .read_text().split()]
 
             def service_cpu() -> float:
-                return sum(_cpu_seconds(pid) for pid in [proc.pid, *workers])
+                return sum(_common.process_cpu_seconds(pid) for pid in [proc.pid, *workers])
 
-            cpu_before = service_cpu(), time.process_time()
-            stop_at[0] = time.perf_counter() + duration
-            threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - start
-            server_cpu = service_cpu() - cpu_before[0]
-            client_cpu = time.process_time() - cpu_before[1]
+            run = _common.load(session, threads=THREADS, duration=duration,
+                               service_cpu=service_cpu)
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -175,19 +156,17 @@ def _bench(data: Path, short: bool) -> int:
     sign_rate = _rate(lambda: signer.sign(message, padding.PKCS1v15(), hashes.SHA256()),
                       0.5 if short else 3.0)
     floor = 1.0 / (1.0 / verify_rate + 1.0 / sign_rate)
-    latencies.sort()
-    rate = len(latencies) / elapsed
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    rate, p50, p99 = run.rate, run.p50_ms, run.p99_ms
     print(f"raw RS256 signing: {sign_rate:,.0f}/s; verifier: {verify_rate:,.0f} quotes/s "
           f"(one core each, this process)")
-    print(f"CPU per attestation: service {server_cpu / len(latencies) * 1000:.2f} ms, "
-          f"load generator {client_cpu / len(latencies) * 1000:.2f} ms "
+    done = len(run.latencies)
+    print(f"CPU per attestation: service {run.service_cpu / done * 1000:.2f} ms, "
+          f"load generator {run.client_cpu / done * 1000:.2f} ms "
           f"({os.cpu_count()} cores shared)")
-    print(f"attestations: {len(latencies)} in {elapsed:.1f} s, {WORKERS} service workers, "
+    print(f"attestations: {done} in {run.elapsed:.1f} s, {WORKERS} service workers, "
           f"{THREADS} client threads, "
-          f"{errors[0]} errors; p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal < {GOAL_P99_MS:.0f} ms)")
-    ok = rate >= GOAL_RATE and p99 < GOAL_P99_MS and errors[0] == 0
+          f"{run.errors} errors; p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal < {GOAL_P99_MS:.0f} ms)")
+    ok = rate >= GOAL_RATE and p99 < GOAL_P99_MS and run.errors == 0
     _common.report("POST /attest/SgxEnclave", rate, "requests/s",
                    "verify + RS256 sign alone", floor, rate / floor,
                    f">= {GOAL_RATE:.0f}/s, p99 < {GOAL_P99_MS:.0f} ms, 0 errors", ok)

@@ -14,6 +14,7 @@ releases/s over that. Usage: ``python bench/bench_release.py [--short]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -21,8 +22,8 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -65,11 +66,6 @@ def _client(context: ssl.SSLContext, headers: dict[str, str]) -> httpx.Client:
     nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
     return httpx.Client(transport=httpx.HTTPTransport(verify=context, socket_options=nodelay),
                         headers=headers)
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _raw_wrap_rate(seconds: float) -> float:
@@ -118,54 +114,30 @@ def main(argv: list[str]) -> int:
                     time.sleep(0.05)
             r.raise_for_status()
         token = _token(authority_url, authority_key, enclave_key)
-        latencies: list[float] = []
-        errors = [0]
-        lock = threading.Lock()
-        stop_at = [0.0]
+        release = f"{url}/keys/bench/release?api-version=7.4"
 
-        def worker() -> None:
-            mine: list[float] = []
-            bad = 0
+        @contextlib.contextmanager
+        def session() -> Iterator[Callable[[], bool]]:
             with _client(context, headers) as http:
-                http.post(f"{url}/keys/bench/release?api-version=7.4", json={"target": token})
-                while time.perf_counter() < stop_at[0]:
-                    t0 = time.perf_counter()
-                    r = http.post(f"{url}/keys/bench/release?api-version=7.4",
-                                  json={"target": token})
-                    mine.append(time.perf_counter() - t0)
-                    bad += r.status_code != 200
-            with lock:
-                latencies.extend(mine)
-                errors[0] += bad
+                http.post(release, json={"target": token})  # warm the connection
+                yield lambda: http.post(release, json={"target": token}).status_code == 200
 
-        cpu_before = _cpu_seconds(proc.pid), time.process_time()
-        stop_at[0] = time.perf_counter() + duration + 0.5
-        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-        server_cpu = _cpu_seconds(proc.pid) - cpu_before[0]
-        client_cpu = time.process_time() - cpu_before[1]
+        run = _common.load(session, threads=THREADS, duration=duration + 0.5,
+                           service_cpu=lambda: _common.process_cpu_seconds(proc.pid))
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         if proc.stdout is not None:
             proc.stdout.close()
         authority.stop()
-    latencies.sort()
-    rate = len(latencies) / elapsed
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    rate, p50, p99, done = run.rate, run.p50_ms, run.p99_ms, len(run.latencies)
     raw = _raw_wrap_rate(0.5 if short else 2.0)
-    print(f"CPU per release: service {server_cpu / len(latencies) * 1000:.2f} ms, "
-          f"load generator {client_cpu / len(latencies) * 1000:.2f} ms "
+    print(f"CPU per release: service {run.service_cpu / done * 1000:.2f} ms, "
+          f"load generator {run.client_cpu / done * 1000:.2f} ms "
           f"({os.cpu_count()} cores shared)")
-    print(f"releases: {len(latencies)} in {elapsed:.1f} s with {THREADS} client threads, "
-          f"{errors[0]} errors; p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal < {GOAL_P99_MS:.0f} ms)")
-    ok = rate >= GOAL_RATE and p99 < GOAL_P99_MS and errors[0] == 0
+    print(f"releases: {done} in {run.elapsed:.1f} s with {THREADS} client threads, "
+          f"{run.errors} errors; p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal < {GOAL_P99_MS:.0f} ms)")
+    ok = rate >= GOAL_RATE and p99 < GOAL_P99_MS and run.errors == 0
     _common.report("key release over HTTPS", rate, "releases/s", "raw RSA-OAEP+AES-KWP wrap",
                    raw, rate / raw, f">= {GOAL_RATE:.0f}/s, p99 < {GOAL_P99_MS:.0f} ms", ok)
     return 0
