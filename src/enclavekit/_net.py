@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["DEFAULT_HOST", "base_url", "listen"]
+__all__ = ["DEFAULT_HOST", "base_url", "listen", "serving"]
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -38,3 +42,30 @@ def base_url(sock: socket.socket, scheme: str = "http") -> str:
     """``scheme://host:port`` of a bound socket (IPv6 hosts in brackets)."""
     host, port = sock.getsockname()[:2]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+@contextlib.contextmanager
+def serving(server: Any, sock: socket.socket, *, name: str,
+            error: Callable[[str], Exception], timeout: float = 10.0) -> Iterator[None]:
+    """Run a ``uvicorn.Server`` on ``sock`` in a thread for the ``with`` block.
+
+    Waits until it serves (``error(...)`` if it does not within ``timeout``); on exit asks it
+    to stop, and forces the exit after a second if a client keeps a connection open.
+    """
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name,
+                              daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise error(f"{name} did not start")
+            time.sleep(0.01)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(1.0)
+        if thread.is_alive():  # a client kept a connection open: do not wait for it
+            server.force_exit = True
+            thread.join(timeout)
+        sock.close()

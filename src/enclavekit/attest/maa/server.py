@@ -11,14 +11,12 @@ import os
 import signal
 import socket
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from ..._net import DEFAULT_HOST, base_url, listen
+from ..._net import DEFAULT_HOST, base_url, listen, serving
 from ...errors import AttestationRequestError
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running"]
@@ -102,20 +100,6 @@ def running(app: ASGIApp, host: str = DEFAULT_HOST, *, tls_cert: str | None = No
     then stops the server and joins its thread."""
     server = _server(app, tls_cert, tls_key)
     sock = bind(host, 0)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name="maa-server", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise AttestationRequestError("the attestation service did not start")
-            time.sleep(0.01)
+    with serving(server, sock, name="the attestation service", error=AttestationRequestError,
+                 timeout=timeout):
         yield _url(sock, tls_cert is not None)
-    finally:
-        server.should_exit = True
-        thread.join(1.0)
-        if thread.is_alive():  # a client kept a connection open: do not wait for it
-            server.force_exit = True
-            thread.join(timeout)
-        sock.close()

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from ..._net import DEFAULT_HOST, base_url, listen
+from ..._net import DEFAULT_HOST, base_url, listen, serving
 from ...errors import ProvisioningError
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running", "url_of"]
@@ -55,18 +53,6 @@ def running(app: ASGIApp, host: str = DEFAULT_HOST, *,
     """Serve ``app`` from a thread on a free port for the ``with`` block; yields the base URL
     and stops the server (and joins its thread) on exit."""
     sock = bind(host, 0)
-    server = _server(app)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name="pccs-server", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise ProvisioningError("the collateral service did not start")
-            time.sleep(0.01)
+    with serving(_server(app), sock, name="the collateral service", error=ProvisioningError,
+                 timeout=timeout):
         yield url_of(sock)
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
-        sock.close()
