@@ -7,9 +7,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEFAULT_HOST", "base_url", "listen", "serving"]
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+__all__ = ["DEFAULT_HOST", "base_url", "listen", "read_body", "serving"]
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -69,3 +72,20 @@ def serving(server: Any, sock: socket.socket, *, name: str,
             server.force_exit = True
             thread.join(timeout)
         sock.close()
+
+
+async def read_body(request: Request, limit: int, error: Callable[[str], Exception]) -> bytes:
+    """A request body of at most ``limit`` bytes, refused (``error``) as soon as it is larger,
+    whether the Content-Length says so or the stream does."""
+    message = f"request body is larger than {limit} bytes"
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise error(message)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise error(message)
+        chunks.append(chunk)
+    return b"".join(chunks)

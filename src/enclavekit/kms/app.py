@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._codec import JSONError, strict_json
+from .._net import read_body
 from ..errors import (
     EnclaveKitError,
     IntegrityError,
@@ -98,18 +99,9 @@ def create_app(store: KeyStore, releaser: ReleaseService, *, tenant: str = DEFAU
                  f'resource="{resource}"')
 
     async def read_json(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_body):
-            raise _BadRequest(f"request body is larger than {max_body} bytes")
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
-                raise _BadRequest(f"request body is larger than {max_body} bytes")
-            chunks.append(chunk)
+        raw = await read_body(request, max_body, _BadRequest)
         try:
-            return strict_json(b"".join(chunks))
+            return strict_json(raw)
         except JSONError as exc:
             raise _BadRequest(f"request body is not valid JSON: {exc}") from exc
 

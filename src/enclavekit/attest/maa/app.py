@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..._net import read_body
 from ...errors import (
     AttestationRequestError,
     AuthorizationDenied,
@@ -75,17 +76,7 @@ def error_status(exc: EnclaveKitError) -> tuple[int, str, str]:
 
 
 async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise AttestationRequestError(f"request body larger than {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise AttestationRequestError(f"request body larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, MAX_BODY, AttestationRequestError)
 
 
 async def _json(request: Request) -> Any:
