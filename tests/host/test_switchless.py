@@ -13,7 +13,7 @@ from enclavekit.errors import EcallArgumentError, EcallError, ProtocolError
 from enclavekit.host import VM, Enclave, build
 from enclavekit.host.switchless import _NONE_RESULT, SwitchlessRing
 from enclavekit.vm import protocol as p
-from enclavekit.wire import FLAG_REPLY, Frame, decode_value, encode_value, pack_frame
+from enclavekit.wire import FLAG_REPLY, decode_value, encode_value, pack_frame
 from enclavekit.wire.ring import one_frame
 from tests.sgx.conftest import session_signing_key
 from tests.vm._device import device_server
@@ -115,8 +115,9 @@ def test_hostile_lane_traffic_is_refused_typed(pair: tuple[Enclave, Enclave]) ->
     assert isinstance(fast._switchless, SwitchlessRing)
     lane = fast._switchless.ring.lanes[0]
     call = encode_value(p.Call("add3", b"\x00"), p.Call)
-    n = fast._next_id
-    fast._next_id += 10  # the ids the hostile frames below use are taken
+    n = fast._claim_id(pending=False)
+    for _ in range(10):  # the ids the hostile frames below use are taken
+        fast._claim_id(pending=False)
     for frame, match in [(b"garbage", "magic"),
                          (pack_frame(p.Msg.INTERFACE, n + 1, b""), "not served"),
                          (pack_frame(p.Msg.ECALL, n + 2, b"\xc1"), "ECALL"),
@@ -177,14 +178,27 @@ def test_a_none_reply_is_decoded_against_the_signature(pair: tuple[Enclave, Encl
     assert isinstance(ring, SwitchlessRing)
     assert fast.ecalls.ping() is None  # "ping" decodes None: cached for ping only
     sig = fast._signature("big")
-    forged = Frame(p.Msg.ECALL, 0, _NONE_RESULT, FLAG_REPLY)
-    real_call = ring.call
-    ring.call = lambda enclave, payload: forged  # type: ignore[method-assign]
+
+    class ForgedLane:  # answers every ECALL with "returned None"
+        class to_enclave:
+            @staticmethod
+            def send_frame(msg: int, rid: int, payload: bytes, flags: int, check: object) -> None:
+                sent.append(rid)
+
+        class to_host:
+            @staticmethod
+            def take(limit: int, check: object) -> tuple[int, int, bytes, int, int]:
+                return (p.Msg.ECALL, sent[-1], _NONE_RESULT, FLAG_REPLY, 1)
+
+    sent: list[int] = []
+    real = ring._free
+    ring._free = [(0, ForgedLane, real[0][2])]  # type: ignore[list-item]
     try:
         with pytest.raises(EcallArgumentError):
             ring.ecall(fast, "big", sig, (1,), None)
         with pytest.raises(EcallArgumentError):
             ring.ecall(fast, "big", sig, (1,), None)  # and again: nothing was cached
         assert ring.ecall(fast, "ping", fast._signature("ping"), (), None) == (True, None)
+        assert len(sent) == 3
     finally:
-        ring.call = real_call  # type: ignore[method-assign]
+        ring._free = real

@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import json
 import os
+import queue
 import resource
 import socket
 import threading
@@ -133,7 +134,9 @@ class Dispatcher:
         self.startup_error = startup_error
         self.send_lock = threading.Lock()
         self.lock = threading.Lock()
-        self.busy = 0
+        self._tcs: queue.SimpleQueue[None] = queue.SimpleQueue()  # one token per free TCS
+        for _ in range(threads):
+            self._tcs.put(None)
         self.pending: dict[int, _Pending] = {}
         self.refused_replies = 0
         self.closed = False
@@ -265,20 +268,35 @@ class Dispatcher:
 
     def claim_call(self, call: Call) -> tuple[tuple[CallSignature, Callable[..., Any]], bytes]:
         """Look up a decoded ECALL's ecall and claim a TCS for it (the caller runs it)."""
+        found = self.lookup(call)
+        self.claim_tcs()
+        return found
+
+    def lookup(self, call: Call) -> tuple[tuple[CallSignature, Callable[..., Any]], bytes]:
+        """A decoded ECALL's declared ecall and its encoded arguments, else ``UnknownEcall``
+        (or the app's start-up failure). The same ``call`` always gives the same answer."""
         if self.startup_error:
             raise EcallError(self.startup_error)
         entry = self.registry.ecalls.get(call.name)
         if entry is None or type(call.name) is not str:
             raise UnknownEcall(f"no ecall named {call.name[:80]!r} is declared by this enclave "
                                f"(declared: {', '.join(sorted(self.registry.ecalls)) or 'none'})")
-        with self.lock:
-            if self.closed:
-                raise EcallError("the enclave is shutting down")
-            if self.busy >= self.threads:
-                raise EcallError(f"all {self.threads} TCS are busy; retry when an ecall "
-                                 "returns (the manifest's 'threads' bounds concurrent ecalls)")
-            self.busy += 1
         return entry, call.args
+
+    def claim_tcs(self) -> None:
+        """Claim a TCS for an ecall about to run (``execute`` frees it), or refuse."""
+        if self.closed:
+            raise EcallError("the enclave is shutting down")
+        try:
+            self._tcs.get_nowait()
+        except queue.Empty:
+            raise EcallError(f"all {self.threads} TCS are busy; retry when an ecall returns "
+                             "(the manifest's 'threads' bounds concurrent ecalls)") from None
+
+    @property
+    def busy(self) -> int:
+        """TCS claimed by running ecalls."""
+        return self.threads - self._tcs.qsize()
 
     def _run(self, rid: int, entry: tuple[CallSignature, Callable[..., Any]],
              args: bytes) -> None:
@@ -289,9 +307,12 @@ class Dispatcher:
     def execute(self, entry: tuple[CallSignature, Callable[..., Any]], args: bytes,
                 ocalls: Any) -> tuple[bytes, int]:
         """Run a claimed ecall; its reply payload and flags. The TCS is freed on return;
-        ``ocalls`` performs the ecall's ocalls (this dispatcher or a switchless worker)."""
+        ``ocalls`` performs the ecall's ocalls (this dispatcher or a switchless worker), or
+        is None when this thread's ocall context is already set (a switchless worker sets
+        it once for its thread with :func:`serve_ocalls_with`)."""
         sig, fn = entry
-        _ctx.dispatcher = ocalls
+        if ocalls is not None:
+            _ctx.dispatcher = ocalls
         try:
             if args == _NO_ARGS and not sig.parameters:  # nothing to decode
                 result = fn()
@@ -314,9 +335,9 @@ class Dispatcher:
             payload = encode_value(self._error_info(exc), ErrorInfo)
             flags = FLAG_REPLY | FLAG_ERROR
         finally:
-            _ctx.dispatcher = None
-            with self.lock:  # the TCS is free before the host can see the reply
-                self.busy -= 1
+            if ocalls is not None:
+                _ctx.dispatcher = None
+            self._tcs.put(None)  # the TCS is free before the host can see the reply
         return payload, flags
 
     # ----------------------------------------------------------------- ocalls
@@ -350,6 +371,12 @@ class Dispatcher:
                 return
             pending.frame = frame
         pending.event.set()
+
+
+def serve_ocalls_with(ocalls: Any) -> None:
+    """Make ``ocalls`` perform the ocalls of every ecall this thread runs (a thread that
+    only ever runs ecalls for one lane; ``execute(..., ocalls=None)`` then keeps it)."""
+    _ctx.dispatcher = ocalls
 
 
 def ocall_outcome(sig: CallSignature, frame: Frame) -> object:

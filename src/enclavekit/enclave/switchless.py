@@ -21,6 +21,8 @@ import mmap
 import os
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ProtocolError
 from ..vm.protocol import Call, ErrorInfo, Msg, SwitchlessSetup
@@ -35,7 +37,7 @@ from ..wire import (
 )
 from ..wire.frame import DEFAULT_MAX_PAYLOAD, HEADER_SIZE
 from ..wire.ring import Lane, Ring, one_frame, ring_size
-from .dispatch import Dispatcher, ocall_outcome
+from .dispatch import Dispatcher, ocall_outcome, serve_ocalls_with
 
 __all__ = ["LIMIT", "Worker", "attach", "start"]
 
@@ -44,6 +46,9 @@ _CACHED_PAYLOAD = 256
 _CACHED_CALLS = 64
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
 _OCALL_IDS = itertools.count(1 << 61)
+_ECALL = int(Msg.ECALL)
+Found = tuple[tuple[CallSignature, Callable[..., Any]], bytes]
+"""A looked-up ECALL: its (signature, function) and encoded arguments."""
 
 
 class _Stop(Exception):
@@ -93,14 +98,18 @@ class Worker:
         self.disp = disp
         self.lane = lane
         self.last = 0
-        self.calls: dict[bytes, Call] = {}  # small ECALL payloads already decoded
+        self.calls: dict[bytes, Found] = {}  # small ECALL payloads already looked up
+        self._stop_check = self._check  # bound once: the hot path passes it on every wait
+        self._recv = lane.to_enclave.take
+        self._send = lane.to_host.send_frame
 
     def _check(self) -> None:
         if self.disp.closed:
             raise _Stop
 
     def serve(self) -> None:
-        """Answer requests until the dispatcher closes."""
+        """Answer requests until the dispatcher closes (this thread's ocalls go to the lane)."""
+        serve_ocalls_with(self)
         try:
             while True:
                 self.serve_one()
@@ -109,41 +118,38 @@ class Worker:
 
     def serve_one(self) -> None:
         """Take one request from the lane and send its reply."""
-        disp, rid = self.disp, 0
+        disp, check, rid = self.disp, self._stop_check, 0
         try:
-            frame = self.lane.to_enclave.recv_frame(LIMIT, self._check)
-            rid = frame.request_id
-            if frame.is_reply or frame.msg_type != Msg.ECALL:
-                raise ProtocolError(f"message type {frame.msg_type} is not served on a "
+            msg_type, rid, payload, flags, _ = self._recv(LIMIT, check)
+            if flags & FLAG_REPLY or msg_type != _ECALL:
+                raise ProtocolError(f"message type {msg_type} is not served on a "
                                     "switchless lane (expected ECALL)")
             if rid <= self.last:
                 raise ProtocolError(f"request id {rid} is not above {self.last}: a replayed "
                                     "or reordered frame")
             self.last = rid
-            small = len(frame.payload) <= _CACHED_PAYLOAD  # (a big one is not even hashed)
-            call = self.calls.get(frame.payload) if small else None
-            if call is None:
-                call = decode_value(frame.payload, Call, what="ECALL")
-                if small and len(self.calls) < _CACHED_CALLS:
-                    self.calls[frame.payload] = call  # the same bytes decode the same way
-            claimed = disp.claim_call(call)
+            found = self.calls.get(payload)
+            if found is None:
+                found = disp.lookup(decode_value(payload, Call, what="ECALL"))
+                if len(payload) <= _CACHED_PAYLOAD and len(self.calls) < _CACHED_CALLS:
+                    self.calls[payload] = found  # the same bytes find the same ecall
+            disp.claim_tcs()
         except _Stop:
             raise
         except Exception as exc:
             out = encode_value(disp._error_info(exc), ErrorInfo)
-            self.lane.to_host.send_frame(Msg.ECALL, rid, out, FLAG_REPLY | FLAG_ERROR,
-                                         self._check)
+            self._send(_ECALL, rid, out, FLAG_REPLY | FLAG_ERROR, check)
             return
-        payload, flags = disp.execute(*claimed, self)
-        self.lane.to_host.send_frame(Msg.ECALL, rid, payload, flags, self._check)
+        reply, reply_flags = disp.execute(found[0], found[1], None)
+        self._send(_ECALL, rid, reply, reply_flags, check)
 
     def ocall(self, sig: CallSignature, args: tuple[object, ...],
               kwargs: dict[str, object]) -> object:
         """An ocall of the running switchless ecall, through the lane to the host caller."""
         rid = next(_OCALL_IDS)
         payload = encode_value(Call(sig.name, sig.encode_args(args, kwargs)), Call)
-        self.lane.to_host.send(pack_frame(Msg.OCALL, rid, payload), self._check)
-        frame = one_frame(self.lane.to_enclave.recv(LIMIT, self._check))
+        self.lane.to_host.send(pack_frame(Msg.OCALL, rid, payload), self._stop_check)
+        frame = one_frame(self.lane.to_enclave.recv(LIMIT, self._stop_check))
         if not frame.is_reply or frame.msg_type != Msg.OCALL or frame.request_id != rid:
             raise ProtocolError(f"ocall {sig.name!r}: expected the reply to ocall {rid}, found "
                                 f"message {frame.msg_type} id {frame.request_id}")

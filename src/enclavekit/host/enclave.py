@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import socket
 import threading
 import time
@@ -59,7 +60,7 @@ class Enclave:
         self._pending: dict[int, Frame | None] = {}
         self._ocalls: deque[Frame] = deque()
         self._reader = FrameReader()
-        self._next_id = 0
+        self._ids = itertools.count(1)
         self._ecall_sigs: dict[str, CallSignature] | None = None
         self._ocall_sigs: dict[str, CallSignature] = {}
         self._lost: str | None = None
@@ -125,6 +126,10 @@ class Enclave:
             done, result = ring.ecall(self, name, sig, args, kwargs)
             if done:
                 return result
+        return self._socket_call(name, sig, args, kwargs)
+
+    def _socket_call(self, name: str, sig: CallSignature, args: tuple[Any, ...],
+                     kwargs: Mapping[str, Any] | None) -> Any:
         data = sig.encode_args(args, kwargs)
         payload = encode_value(p.Call(name, data), p.Call)
         frame = self._exchange(p.Msg.ECALL, payload)
@@ -134,17 +139,23 @@ class Enclave:
 
     def _claim_id(self, *, pending: bool) -> int:
         """A new request id for a call on this enclave (refused once it is closed or lost);
-        ``pending`` registers it for a reply on the ecall socket."""
+        ``pending`` registers it for a reply on the ecall socket.
+
+        Ids come from one counter (``next`` on it is atomic), so a switchless call, which
+        registers nothing, takes no lock.
+        """
+        if not pending and not self._closed and self._lost is None:
+            return next(self._ids)
         with self._state:
             if self._closed:
                 raise EcallError(f"enclave {self.enclave_id} ({self.name}) is closed; load it "
                                  "again")
             if self._lost is not None:
                 raise EnclaveLost(self._lost)
-            self._next_id += 1
+            rid = next(self._ids)
             if pending:
-                self._pending[self._next_id] = None
-            return self._next_id
+                self._pending[rid] = None
+            return rid
 
     def _exchange(self, msg_type: int, payload: bytes) -> Frame:
         """Send one request and wait for its reply, serving ocalls meanwhile.
@@ -317,6 +328,13 @@ class _Calls:
             async def proxy(*args: Any, **kwargs: Any) -> Any:
                 return await asyncio.to_thread(call, name, args, kwargs)
             fn: Callable[..., Any] = proxy
+        elif enclave._switchless is not None:  # a free lane first, else the socket
+            ring_ecall, socket_call = enclave._switchless.ecall, enclave._socket_call
+
+            def switchless_proxy(*args: Any, **kwargs: Any) -> Any:
+                done, result = ring_ecall(enclave, name, sig, args, kwargs)
+                return result if done else socket_call(name, sig, args, kwargs)
+            fn = switchless_proxy
         else:
             def sync_proxy(*args: Any, **kwargs: Any) -> Any:
                 return call(name, args, kwargs)

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EcallError, EnclaveLost, ProtocolError
 from ..vm import protocol as p
-from ..wire import FLAG_REPLY, CallSignature, Frame, decode_value, encode_value
+from ..wire import FLAG_ERROR, FLAG_REPLY, CallSignature, Frame, decode_value, encode_value
 from ..wire.frame import DEFAULT_MAX_PAYLOAD, HEADER_SIZE
-from ..wire.ring import Ring, ring_size
+from ..wire.ring import Lane, Ring, ring_size
 
 if TYPE_CHECKING:
     from .enclave import Enclave
@@ -39,6 +39,7 @@ LIMIT = DEFAULT_MAX_PAYLOAD + HEADER_SIZE
 _NONE_RESULT = encode_value(p.CallResult(encode_value(None, type(None))), p.CallResult)
 """The reply payload of an ecall that returned None."""
 _CACHE = 256
+_ECALL = int(p.Msg.ECALL)
 
 
 class SwitchlessRing:
@@ -59,6 +60,8 @@ class SwitchlessRing:
         self.ring = Ring.attach(memoryview(self._mm), workers)
         self._locks = [threading.Lock() for _ in range(workers)]
         self._retired: set[int] = set()
+        self._free = [(i, lane, self._locks[i]) for i, lane in enumerate(self.ring.lanes)]
+        """Lanes not retired: (index, lane, lock), tried in order."""
         self._check: Callable[[], None] | None = None
         self._bare: dict[str, bytes] = {}  # ecall name -> its ECALL payload without arguments
         self._none_ok: set[str] = set()  # ecalls whose signature decodes _NONE_RESULT to None
@@ -73,6 +76,10 @@ class SwitchlessRing:
         """Ecall ``name`` through a free lane: ``(True, result)``, or ``(False, None)`` when
         every lane is busy (the caller then takes the socket).
 
+        Raises like the socket path: the enclave's typed error, ``EnclaveLost`` when it is
+        gone, ``ProtocolError`` when the lane carried a malformed or misdirected frame (the
+        lane is then retired: its state is unknown, it is never used again).
+
         The fast path of a call without arguments reuses its encoded ECALL payload, and a
         reply that is exactly "returned None" is not decoded again once this signature
         decoded it to None: the same bytes always decode the same way.
@@ -85,63 +92,55 @@ class SwitchlessRing:
                 payload = encode_value(p.Call(name, sig.encode_args((), None)), p.Call)
                 if len(self._bare) < _CACHE:
                     self._bare[name] = payload
-        frame = self.call(enclave, payload)
-        if frame is None:
+        for index, lane, lock in self._free:  # noqa: B007 - the lane claimed is used below
+            if lock.acquire(False):
+                break
+        else:
             return False, None
-        if frame.payload == _NONE_RESULT and name in self._none_ok:
+        try:
+            if index in self._retired:
+                return False, None
+            if enclave._closed or enclave._lost is not None:
+                enclave._claim_id(pending=False)  # raises the closed or lost error
+            rid = next(enclave._ids)
+            check = self._check
+            if check is None:
+                check = self._check = _liveness(enclave)
+            try:
+                lane.to_enclave.send_frame(_ECALL, rid, payload, 0, check)
+                frame = lane.to_host.take(LIMIT, check)
+                if frame[0] != _ECALL or frame[1] != rid or frame[3] != FLAG_REPLY:
+                    frame = self._finish(enclave, index, lane, rid, Frame(*frame), check)
+            except BaseException:
+                self._retire(index)
+                raise
+        finally:
+            lock.release()
+        reply = frame[2]
+        if frame[3] & FLAG_ERROR:
+            raise p.rebuild_error(decode_value(reply, p.ErrorInfo))
+        if reply == _NONE_RESULT and name in self._none_ok:
             return True, None
-        result = sig.decode_result(decode_value(frame.payload, p.CallResult).result)
-        if result is None and frame.payload == _NONE_RESULT and len(self._none_ok) < _CACHE:
+        result = sig.decode_result(decode_value(reply, p.CallResult).result)
+        if result is None and reply == _NONE_RESULT and len(self._none_ok) < _CACHE:
             self._none_ok.add(name)
         return True, result
 
-    def call(self, enclave: Enclave, payload: bytes) -> Frame | None:
-        """ECALL ``payload`` through a free lane; the reply frame, or None if all are busy.
-
-        Raises like the socket path: the enclave's typed error, ``EnclaveLost`` when it is
-        gone, ``ProtocolError`` when the lane carried a malformed or misdirected frame.
-        """
-        for index, lock in enumerate(self._locks):
-            if index not in self._retired and lock.acquire(blocking=False):
-                break
-        else:
-            return None
-        try:
-            if index in self._retired:
-                return None
-            rid = enclave._claim_id(pending=False)
-            return self._exchange(enclave, index, rid, payload)
-        finally:
-            lock.release()
-
-    def _exchange(self, enclave: Enclave, index: int, rid: int, payload: bytes) -> Frame:
-        lane = self.ring.lanes[index]
-        check = self._check
-        if check is None:
-            check = self._check = _liveness(enclave)
-        ok = False
-        try:
-            lane.to_enclave.send_frame(p.Msg.ECALL, rid, payload, 0, check)
-            while True:
-                frame = lane.to_host.recv_frame(LIMIT, check)
-                if frame.msg_type == p.Msg.OCALL and not frame.is_reply:
-                    lane.to_enclave.send(enclave._ocall_reply(frame), check)
-                    continue
-                if not frame.is_reply or frame.msg_type != p.Msg.ECALL \
-                        or frame.request_id != rid:
-                    raise ProtocolError(f"switchless lane {index}: expected the reply to ECALL "
-                                        f"{rid}, found message {frame.msg_type} id "
-                                        f"{frame.request_id}")
-                ok = True
-                break
-        finally:
-            if not ok:
-                self._retired.add(index)  # its state is unknown: never used again
-        if frame.is_error:
-            raise p.rebuild_error(decode_value(frame.payload, p.ErrorInfo))
-        if not frame.flags & FLAG_REPLY:  # pragma: no cover - checked above
-            raise ProtocolError("switchless reply without FLAG_REPLY")
+    def _finish(self, enclave: Enclave, index: int, lane: Lane, rid: int, frame: Frame,
+                check: Callable[[], None]) -> Frame:
+        """Serve the ocalls of ECALL ``rid`` until its reply arrives; that reply frame."""
+        while frame.msg_type == p.Msg.OCALL and not frame.is_reply:
+            lane.to_enclave.send(enclave._ocall_reply(frame), check)
+            frame = lane.to_host.recv_frame(LIMIT, check)
+        if not frame.is_reply or frame.msg_type != p.Msg.ECALL or frame.request_id != rid:
+            raise ProtocolError(f"switchless lane {index}: expected the reply to ECALL "
+                                f"{rid}, found message {frame.msg_type} id "
+                                f"{frame.request_id}")
         return frame
+
+    def _retire(self, index: int) -> None:
+        self._retired.add(index)
+        self._free = [entry for entry in self._free if entry[0] != index]
 
 
 def _liveness(enclave: Enclave) -> Callable[[], None]:
