@@ -5,7 +5,8 @@ right after BOOT with the ring's memfd (sealed against shrinking and growing, so
 cannot make the enclave's mapping fault). The enclave checks the seals, the size and the
 header against its own manifest, maps it and starts N workers. Each worker spins on its
 lane for an ECALL frame, copies it out once (``wire.ring``) and handles the copy exactly
-like the socket path: ``Dispatcher._ecall`` (name lookup, TCS claim: "all N TCS are busy"),
+like the socket path: ``Dispatcher.lookup`` (name lookup; a small payload that named a
+declared ecall is remembered), ``Dispatcher.claim_tcs`` ("all N TCS are busy"),
 ``Dispatcher.execute`` (argument checks, error mapping) - so the typed semantics are the
 ordinary ones. Ocalls made by a switchless ecall go through the same lane to the waiting
 host caller, and their replies are checked as hostile input (``ocall_outcome``).

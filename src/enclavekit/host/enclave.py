@@ -12,6 +12,7 @@ worker thread for asyncio code.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import socket
@@ -123,9 +124,7 @@ class Enclave:
         sig = self._signature(name)
         ring = self._switchless  # switchless when a lane is free, else the socket
         if ring is not None:
-            done, result = ring.ecall(self, name, sig, args, kwargs)
-            if done:
-                return result
+            return ring.ecall(self, name, sig, *args, **(kwargs or {}))
         return self._socket_call(name, sig, args, kwargs)
 
     def _socket_call(self, name: str, sig: CallSignature, args: tuple[Any, ...],
@@ -329,12 +328,7 @@ class _Calls:
                 return await asyncio.to_thread(call, name, args, kwargs)
             fn: Callable[..., Any] = proxy
         elif enclave._switchless is not None:  # a free lane first, else the socket
-            ring_ecall, socket_call = enclave._switchless.ecall, enclave._socket_call
-
-            def switchless_proxy(*args: Any, **kwargs: Any) -> Any:
-                done, result = ring_ecall(enclave, name, sig, args, kwargs)
-                return result if done else socket_call(name, sig, args, kwargs)
-            fn = switchless_proxy
+            fn = functools.partial(enclave._switchless.ecall, enclave, name, sig)
         else:
             def sync_proxy(*args: Any, **kwargs: Any) -> Any:
                 return call(name, args, kwargs)

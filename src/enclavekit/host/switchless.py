@@ -19,7 +19,7 @@ import mmap
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EcallError, EnclaveLost, ProtocolError
@@ -71,10 +71,12 @@ class SwitchlessRing:
         """Lanes not retired after a protocol fault."""
         return self.ring.workers - len(self._retired)
 
-    def ecall(self, enclave: Enclave, name: str, sig: CallSignature, args: tuple[Any, ...],
-              kwargs: Mapping[str, Any] | None) -> tuple[bool, Any]:
-        """Ecall ``name`` through a free lane: ``(True, result)``, or ``(False, None)`` when
-        every lane is busy (the caller then takes the socket).
+    def ecall(self, enclave: Enclave, name: str, sig: CallSignature, /, *args: Any,
+              **kwargs: Any) -> Any:
+        """Ecall ``name(*args, **kwargs)`` through a free lane, or through the enclave's
+        socket when every lane is busy; its result. (``enclave.ecalls.NAME`` of a switchless
+        enclave is this method with the first three arguments bound: no other Python frame
+        on the fast path.)
 
         Raises like the socket path: the enclave's typed error, ``EnclaveLost`` when it is
         gone, ``ProtocolError`` when the lane carried a malformed or misdirected frame (the
@@ -96,10 +98,10 @@ class SwitchlessRing:
             if lock.acquire(False):
                 break
         else:
-            return False, None
+            return enclave._socket_call(name, sig, args, kwargs)
         try:
             if index in self._retired:
-                return False, None
+                return enclave._socket_call(name, sig, args, kwargs)
             if enclave._closed or enclave._lost is not None:
                 enclave._claim_id(pending=False)  # raises the closed or lost error
             rid = next(enclave._ids)
@@ -120,11 +122,11 @@ class SwitchlessRing:
         if frame[3] & FLAG_ERROR:
             raise p.rebuild_error(decode_value(reply, p.ErrorInfo))
         if reply == _NONE_RESULT and name in self._none_ok:
-            return True, None
+            return None
         result = sig.decode_result(decode_value(reply, p.CallResult).result)
         if result is None and reply == _NONE_RESULT and len(self._none_ok) < _CACHE:
             self._none_ok.add(name)
-        return True, result
+        return result
 
     def _finish(self, enclave: Enclave, index: int, lane: Lane, rid: int, frame: Frame,
                 check: Callable[[], None]) -> Frame:

@@ -27,6 +27,7 @@ written before ``seq``); a torn read only ever yields bytes the copy's checks re
 
 from __future__ import annotations
 
+import mmap
 import struct
 import time
 from collections.abc import Callable
@@ -51,15 +52,12 @@ MORE = 1
 _CHUNK = struct.Struct("<II")
 _FRAME_HEADER = _frame.HEADER_SIZE
 _FRAME_MAGIC = _frame.MAGIC
-_VERSIONS = _frame.SUPPORTED_VERSIONS
 _UNKNOWN_FLAGS = ~_frame.KNOWN_FLAGS
 _VERSION = _frame.PROTOCOL_VERSION
 _SLOT = struct.Struct("<II6sHIQI")
 """A chunk header followed by the header of the one frame the chunk carries whole (its
 magic and version read as one 6-byte field)."""
 _MAGIC_VERSION = _FRAME_MAGIC + struct.pack("<H", _VERSION)
-_VERSION_OF = {_FRAME_MAGIC + struct.pack("<H", v): v for v in _VERSIONS}
-"""Known magic-and-version fields to their version."""
 _new_tuple = tuple.__new__
 FrameTuple = tuple[int, int, bytes, int, int]
 """A received frame's fields in :class:`Frame` order, as a plain tuple."""
@@ -100,10 +98,12 @@ def ring_header(workers: int) -> bytes:
 class Mailbox:
     """One direction of a lane: this side is either its producer or its consumer."""
 
-    __slots__ = ("_ack", "_body", "_head", "_mv", "_q", "_seq", "_start")
+    __slots__ = ("_ack", "_body", "_head", "_mm", "_mv", "_q", "_seq", "_start")
 
     def __init__(self, buf: memoryview, offset: int) -> None:
         self._mv = buf
+        self._mm: mmap.mmap = buf.obj  # type: ignore[assignment]  # (Ring checks it is one)
+        """The mapping itself: its slices copy straight to and from ``bytes``."""
         self._q = buf.cast("Q")
         self._seq = offset // 8
         self._ack = (offset + 64) // 8
@@ -146,7 +146,7 @@ class Mailbox:
         _SLOT.pack_into(self._mv, self._head, _FRAME_HEADER + n, 0, _MAGIC_VERSION, msg_type,
                         flags, request_id, n)
         body = self._body
-        self._mv[body : body + n] = payload
+        self._mm[body : body + n] = payload
         q[si] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
 
     # ------------------------------------------------------------------ consumer
@@ -178,14 +178,14 @@ class Mailbox:
                 seq = _wait(q, si, ack, check, equal=False)
         length, cflags, magic_version, msg_type, fflags, request_id, size = \
             _SLOT.unpack_from(self._mv, self._head)  # read once, then checked
-        version = _VERSION_OF.get(magic_version)
         if cflags or length != size + _FRAME_HEADER or length > AREA or length > limit \
-                or version is None or fflags & _UNKNOWN_FLAGS:
+                or magic_version != _MAGIC_VERSION or fflags & _UNKNOWN_FLAGS:
+            # chunked, another supported version, or refused there
             return tuple(one_frame(self.recv(limit, check)))  # type: ignore[return-value]
         body = self._body
-        payload = self._mv[body : body + size].tobytes()
+        payload = self._mm[body : body + size]
         q[self._ack] = seq
-        return msg_type, request_id, payload, fflags, version
+        return msg_type, request_id, payload, fflags, _VERSION
 
     def ready(self) -> bool:
         """Whether a chunk is waiting (one read of two words; no system call)."""
@@ -255,10 +255,13 @@ class Lane:
 
 
 class Ring:
-    """A ring over a shared writable buffer of :func:`ring_size` bytes."""
+    """A ring over a shared writable mapping of :func:`ring_size` bytes."""
 
     def __init__(self, buf: memoryview, workers: int) -> None:
+        """``buf``: a writable view of a whole shared ``mmap``."""
         want = ring_size(workers)
+        if not isinstance(buf.obj, mmap.mmap):
+            raise ProtocolError("switchless ring: the buffer must be a view of an mmap")
         if buf.readonly or buf.nbytes != want:
             raise ProtocolError(f"switchless ring: expected a writable {want}-byte buffer for "
                                 f"{workers} workers, found {buf.nbytes} bytes")
