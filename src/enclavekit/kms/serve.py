@@ -9,13 +9,14 @@ release responses (``x5c`` in the JWS header), as a vault's TLS key does in Azur
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
 
 from .._fs import atomic_write
+from .._net import DEFAULT_HOST, base_url, listen, serving
 from ..errors import KeyParameterError
 from .app import create_app
 from .audit import AuditLog
@@ -109,44 +111,41 @@ def build_service(data_dir: str | os.PathLike[str],
 
 
 class ServerThread:
-    """uvicorn serving an app over TLS in a background thread (tests, benchmarks, the demo).
+    """uvicorn serving an app in a background thread (tests, benchmarks, the demo): HTTPS
+    with ``certfile``/``keyfile``, plain HTTP without.
 
-    ``start()`` returns once the socket listens; ``port`` is then the bound port (``port=0``
-    picks a free one); ``stop()`` shuts the server down and joins the thread.
+    ``start()`` returns once it serves; ``port`` is then the bound port (``port=0`` picks a
+    free one); ``stop()`` shuts the server down (see ``_net.serving``).
     """
 
-    def __init__(self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, app: Starlette, *, host: str = DEFAULT_HOST, port: int = 0,
                  certfile: Path | None = None, keyfile: Path | None = None) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                ssl_certfile=str(certfile) if certfile else None,
-                                ssl_keyfile=str(keyfile) if keyfile else None,
-                                lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="kms-server", daemon=True)
         self.host = host
         self.port = port
+        self._config = _config(app, certfile, keyfile)
+        self._running = contextlib.ExitStack()
 
     def start(self, timeout: float = 20.0) -> ServerThread:
-        self._thread.start()
-        deadline = threading.Event()
-        for _ in range(int(timeout / 0.02)):
-            if self._server.started:
-                break
-            if not self._thread.is_alive():
-                raise RuntimeError("the server thread exited during start-up")
-            deadline.wait(0.02)
-        else:
-            raise TimeoutError("the server did not start")
-        sockets: Sequence[object] = self._server.servers[0].sockets
-        self.port = sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        import uvicorn
+
+        sock = listen(self.host, self.port, error=KeyParameterError)
+        self.port = sock.getsockname()[1]
+        self._running.enter_context(serving(uvicorn.Server(self._config), sock,
+                                            name="kms-server", error=RuntimeError,
+                                            timeout=timeout))
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._server.force_exit = True  # do not wait for idle keep-alive connections
-        self._thread.join(timeout=10)
+        self._running.close()
+
+
+def _config(app: Starlette, certfile: Path | None, keyfile: Path | None) -> Any:
+    """The ``uvicorn.Config`` of every key-release server (TLS when given a certificate)."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                          ssl_certfile=str(certfile) if certfile else None,
+                          ssl_keyfile=str(keyfile) if keyfile else None)
 
 
 def run(service: KMSService, host: str = "127.0.0.1", port: int = 8443, *,
@@ -155,15 +154,11 @@ def run(service: KMSService, host: str = "127.0.0.1", port: int = 8443, *,
     base URL (the socket is bound first, so ``port=0`` reports the port it got)."""
     import uvicorn
 
-    from .._net import base_url, listen
-
     sock = listen(host, port, error=KeyParameterError)
     try:
         if on_ready is not None:
             on_ready(base_url(sock, "https"))
-        config = uvicorn.Config(service.app, log_level="warning", lifespan="off",
-                                access_log=False, ssl_certfile=str(service.cert_path),
-                                ssl_keyfile=str(service.key_path))
+        config = _config(service.app, service.cert_path, service.key_path)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
