@@ -118,7 +118,8 @@ class Worker:
             return
 
     def serve_one(self) -> None:
-        """Take one request from the lane and send its reply."""
+        """Take one request from the lane and send its reply (on the thread :meth:`serve`
+        runs, whose ocall context is this worker)."""
         disp, check, rid = self.disp, self._stop_check, 0
         try:
             msg_type, rid, payload, flags, _ = self._recv(LIMIT, check)
