@@ -3,6 +3,7 @@ commit, and the sealing-key default inside a real enclave."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -226,3 +227,77 @@ def test_a_file_cut_short_while_open_names_the_first_short_chunk(tmp_path: Path)
         with pytest.raises(ProtectedFileTampered, match=r"chunk 5 is 100 bytes, expected "
                            r"1024: the file was truncated"):
             f.read()
+
+
+
+# ---------------------------------------------------------------- reads of several batches
+
+def _three_batches(path: Path) -> tuple[bytes, int, int]:
+    """A file of three whole-chunk batches and a partial chunk: (data, chunk size, chunks per
+    batch)."""
+    cs = 16 * 1024
+    per = files._BATCH // cs
+    data = os.urandom(3 * per * cs + 100)
+    with files.open(path, "wb", key=KEY, chunk_size=cs) as f:
+        f.write(data)
+    return data, cs, per
+
+
+@pytest.mark.parametrize("where", [0, 5])
+def test_a_chunk_tampered_in_the_second_batch_leaves_no_plaintext_of_that_batch(
+        tmp_path: Path, where: int) -> None:
+    path = tmp_path / "f.pf"
+    data, cs, per = _three_batches(path)
+    bad = per + where  # a chunk of the second batch of one read
+    data_off = files._HDR.size + len(os.path.abspath(path).encode())
+    with path.open("r+b") as raw:
+        raw.seek(data_off + bad * cs + 7)
+        byte = raw.read(1)
+        raw.seek(data_off + bad * cs + 7)
+        raw.write(bytes([byte[0] ^ 0x80]))
+    buf = bytearray(b"\xee" * len(data))
+    with files.open(path, "rb", key=KEY) as f, \
+            pytest.raises(ProtectedFileTampered, match=rf"^{path}: chunk {bad} does not "
+                          "authenticate: it was modified, moved, or taken from another file "
+                          "or version$"):
+        f.readinto(buf)
+    assert buf[:bad * cs] == data[:bad * cs]  # the chunks before it were authentic
+    assert buf[bad * cs:(bad + 1) * cs] == bytes(cs)  # the bad chunk's decryption was wiped
+    assert buf[(bad + 1) * cs:] == b"\xee" * (len(data) - (bad + 1) * cs)  # nothing after it
+
+
+def test_a_truncation_in_a_later_batch_raises_the_usual_error(tmp_path: Path) -> None:
+    path = tmp_path / "f.pf"
+    data, cs, per = _three_batches(path)
+    with files.open(path, "rb", key=KEY) as f:  # authentic at open; the host then cuts it
+        data_off = files._HDR.size + len(os.path.abspath(path).encode())
+        short = 2 * per + 3  # in the third batch of one read
+        os.truncate(path, data_off + short * cs + 100)
+        buf = bytearray(b"\xee" * len(data))
+        with pytest.raises(ProtectedFileTampered, match=rf"^{path}: chunk {short} is 100 bytes, "
+                           rf"expected {cs}: the file was truncated$"):
+            f.readinto(buf)
+        assert buf[:2 * per * cs] == data[:2 * per * cs]  # two whole authentic batches
+        assert buf[2 * per * cs:] == b"\xee" * (len(data) - 2 * per * cs)  # nothing of the third
+        f.seek(0)
+        assert f.read(cs) == data[:cs]  # the handle still works
+
+
+def test_an_os_error_in_a_later_batch_is_raised_and_the_handle_still_works(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f.pf"
+    data, _, _ = _three_batches(path)
+    preadv, calls = os.preadv, []
+
+    def failing(fd: int, views: list[memoryview], offset: int) -> int:
+        calls.append(offset)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "injected I/O error")
+        return preadv(fd, views, offset)
+
+    monkeypatch.setattr(os, "preadv", failing)
+    with files.open(path, "rb", key=KEY) as f:
+        with pytest.raises(OSError, match="injected I/O error"):
+            f.read()
+        f.seek(0)
+        assert f.read() == data
