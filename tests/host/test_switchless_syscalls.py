@@ -1,0 +1,92 @@
+"""The switchless fast path makes no system calls: a host process and its VM run under
+``strace -f`` (device and enclave processes traced from birth), and the system calls of
+every traced thread are counted between two markers around 2,000 empty ecalls, once for a
+switchless enclave and once for the same app on the ordinary socket."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+CALLS = 2000
+SCRIPT = r'''
+import os, sys
+from pathlib import Path
+from enclavekit.host import VM, build
+from enclavekit.sgx.signing import SigningKey
+from enclavekit.vm.platform import PlatformStore
+
+root = Path(sys.argv[1])
+key = SigningKey.generate()
+images = {}
+for workers in (1, 0):
+    app = root / f"app{workers}"
+    app.mkdir()
+    extra = f"switchless_workers = {workers}\n" if workers else ""
+    (app / "enclave.toml").write_text('name = "sys"\nentry = "app.py"\nthreads = 1\n' + extra)
+    (app / "app.py").write_text("from enclavekit.enclave import ecall\n\n\n@ecall\n"
+                                "def nop() -> None:\n    return None\n")
+    images[workers] = build(app).sign(key)
+PlatformStore(root / "data").create("sys", "DC1s_v2")
+vm = VM.start("sys", root / "data")
+try:
+    for workers, image in images.items():
+        with vm.load(image) as enclave:
+            nop = enclave.ecalls.nop
+            for _ in range(500):
+                nop()
+            try:
+                os.stat(f"/ek-marker-begin-{workers}")
+            except FileNotFoundError:
+                pass
+            for _ in range(%(calls)d):
+                nop()
+            try:
+                os.stat(f"/ek-marker-end-{workers}")
+            except FileNotFoundError:
+                pass
+finally:
+    vm.stop()
+''' % {"calls": CALLS}
+_LINE = re.compile(r"^(\d+) +(?:<\.\.\. )?([a-z_0-9]+)")
+
+
+def _window(trace: list[str], workers: int) -> tuple[int, Counter[int]]:
+    """(the calling thread, system calls per thread) between the markers of one run."""
+    begin = next(i for i, line in enumerate(trace) if f"/ek-marker-begin-{workers}" in line)
+    end = next(i for i, line in enumerate(trace) if f"/ek-marker-end-{workers}" in line)
+    caller = int(trace[begin].split()[0])
+    counts: Counter[int] = Counter()
+    for line in trace[begin + 1:end]:
+        match = _LINE.match(line)
+        if match and "resumed>" not in line:  # an interrupted call counts once
+            counts[int(match.group(1))] += 1
+    return caller, counts
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_the_switchless_fast_path_makes_no_system_calls(tmp_path: Path) -> None:
+    out = tmp_path / "trace.txt"
+    run = subprocess.run(["strace", "-f", "-qq", "-o", str(out), sys.executable, "-c", SCRIPT,
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    if run.returncode != 0 and "ptrace" in run.stderr and "not permitted" in run.stderr:
+        pytest.skip(f"strace cannot trace here: {run.stderr.strip().splitlines()[-1]}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    trace = out.read_text().splitlines()
+    caller, fast = _window(trace, 1)
+    caller_plain, plain = _window(trace, 0)
+    print(f"system calls over {CALLS} empty ecalls: switchless: caller {fast[caller]}, all "
+          f"threads {sum(fast.values())}; socket: caller {plain[caller_plain]}, all threads "
+          f"{sum(plain.values())}")
+    assert plain[caller_plain] >= CALLS  # the socket path: at least a send per call ...
+    assert sum(plain.values()) >= 3 * CALLS  # ... and the enclave's receive and reply
+    # switchless: none per call; a waiter that outlives its 200 us spin (a descheduled
+    # peer on a busy machine) sleeps, hence a small allowance rather than zero
+    assert fast[caller] <= CALLS // 50
+    assert sum(fast.values()) <= CALLS // 20
