@@ -293,11 +293,6 @@ class Dispatcher:
             raise EcallError(f"all {self.threads} TCS are busy; retry when an ecall returns "
                              "(the manifest's 'threads' bounds concurrent ecalls)") from None
 
-    @property
-    def busy(self) -> int:
-        """TCS claimed by running ecalls."""
-        return self.threads - self._tcs.qsize()
-
     def _run(self, rid: int, entry: tuple[CallSignature, Callable[..., Any]],
              args: bytes) -> None:
         payload, flags = self.execute(entry, args, self)
