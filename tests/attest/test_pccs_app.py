@@ -14,7 +14,7 @@ from cryptography import x509
 from starlette.testclient import TestClient
 
 from enclavekit.attest.pccs.app import PREFIX, create_app
-from enclavekit.attest.pccs.publish import Authority, Publisher
+from enclavekit.attest.pccs.publish import Publisher
 from enclavekit.vm.platform import EMULATED_FMSPC
 from enclavekit.vm.provisioning import Provisioning
 
@@ -32,8 +32,8 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def authority(pki_dir: Path) -> Authority:
-    return Authority.open(pki_dir)
+def authority(pki_dir: Path) -> Provisioning:
+    return Provisioning.open(pki_dir)
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def _signed_member(body: str, name: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("fmspc", [FMSPC, FMSPC.lower()])
-def test_tcb_info(client: TestClient, authority: Authority, fmspc: str) -> None:
+def test_tcb_info(client: TestClient, authority: Provisioning, fmspc: str) -> None:
     resp = client.get(f"{PREFIX}/tcb", params={"fmspc": fmspc})
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     text, signature = _signed_member(resp.text, "tcbInfo")
@@ -74,7 +74,7 @@ def test_tcb_info(client: TestClient, authority: Authority, fmspc: str) -> None:
     assert json.loads(text)["fmspc"] == FMSPC
 
 
-def test_qe_identity(client: TestClient, authority: Authority) -> None:
+def test_qe_identity(client: TestClient, authority: Provisioning) -> None:
     resp = client.get(f"{PREFIX}/qe/identity")
     assert resp.status_code == 200
     text, signature = _signed_member(resp.text, "enclaveIdentity")
@@ -85,7 +85,7 @@ def test_qe_identity(client: TestClient, authority: Authority) -> None:
 
 
 @pytest.mark.parametrize("encoding", ["der", "pem", None])
-def test_pck_crl(client: TestClient, authority: Authority, encoding: str | None) -> None:
+def test_pck_crl(client: TestClient, authority: Provisioning, encoding: str | None) -> None:
     params = {"ca": "processor", **({"encoding": encoding} if encoding else {})}
     resp = client.get(f"{PREFIX}/pckcrl", params=params)
     assert resp.status_code == 200
@@ -100,7 +100,7 @@ def test_pck_crl(client: TestClient, authority: Authority, encoding: str | None)
     assert crl.is_signature_valid(chain[0].public_key())  # type: ignore[arg-type]
 
 
-def test_root_ca_crl(client: TestClient, authority: Authority) -> None:
+def test_root_ca_crl(client: TestClient, authority: Provisioning) -> None:
     resp = client.get(f"{PREFIX}/rootcacrl")
     assert resp.status_code == 200
     crl = x509.load_der_x509_crl(resp.content)

@@ -13,7 +13,6 @@ from cryptography import x509
 from enclavekit.attest.pccs.publish import (
     QE_ATTRIBUTES,
     QE_ATTRIBUTES_MASK,
-    Authority,
     Publication,
     Publisher,
     publish,
@@ -39,8 +38,8 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def authority(pki_dir: Path) -> Authority:
-    return Authority.open(pki_dir)
+def authority(pki_dir: Path) -> Provisioning:
+    return Provisioning.open(pki_dir)
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ def data_dir(pki_dir: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pub(authority: Authority) -> Publication:
+def pub(authority: Provisioning) -> Publication:
     return publish(CollateralState.initial(T0).with_next_crl_number(), authority, T0)
 
 
@@ -106,7 +105,7 @@ def test_qe_identity_matches_intels_shape_and_the_emulated_qe(pub: Publication,
     assert bytes(a & m for a, m in zip(debug, QE_ATTRIBUTES_MASK, strict=True)) != QE_ATTRIBUTES
 
 
-def test_signatures_cover_the_exact_text(pub: Publication, authority: Authority) -> None:
+def test_signatures_cover_the_exact_text(pub: Publication, authority: Provisioning) -> None:
     signer = authority.tcb_signing_certificate
     for signed in (pub.tcb_info[FMSPC], pub.qe_identity):
         assert signed_by(signer, signed.signature, signed.text)
@@ -120,7 +119,7 @@ def test_signatures_cover_the_exact_text(pub: Publication, authority: Authority)
 
 @pytest.mark.parametrize("which", ["pck", "root"])
 def test_crls_carry_aki_and_crl_number_and_verify_with_their_issuer(
-        pub: Publication, authority: Authority, which: str) -> None:
+        pub: Publication, authority: Provisioning, which: str) -> None:
     der, issuer = ((pub.pck_crl, authority.pck_ca_certificate) if which == "pck"
                    else (pub.root_ca_crl, authority.root_certificate))
     crl = x509.load_der_x509_crl(der)
@@ -135,7 +134,7 @@ def test_crls_carry_aki_and_crl_number_and_verify_with_their_issuer(
     assert (crl.last_update_utc, crl.next_update_utc) == (pub.issue_date, pub.next_update)
 
 
-def test_issuer_chains_are_signer_then_root(pub: Publication, authority: Authority) -> None:
+def test_issuer_chains_are_signer_then_root(pub: Publication, authority: Provisioning) -> None:
     pck = x509.load_pem_x509_certificates(pub.pck_crl_issuer_chain.encode())
     tcb = x509.load_pem_x509_certificates(pub.tcb_info_issuer_chain.encode())
     assert pck == [authority.pck_ca_certificate, authority.root_certificate]
@@ -152,7 +151,7 @@ def test_collateral_has_the_one_object_layout(pub: Publication) -> None:
         pub.collateral("00a067110000")
 
 
-def test_revoked_serials_are_in_the_pck_crl(authority: Authority) -> None:
+def test_revoked_serials_are_in_the_pck_crl(authority: Provisioning) -> None:
     state = CollateralState.initial(T0).with_revoked([12345, 2**150], "a", "2026-02-01T00:00:00Z")
     crl = x509.load_der_x509_crl(publish(state, authority, T0).pck_crl)
     assert {r.serial_number for r in crl} == {12345, 2**150}

@@ -32,7 +32,7 @@ from ...vm.provisioning import Provisioning
 from .state import CollateralState, StateStore, TcbLevel, format_time, parse_time
 
 __all__ = [
-    "QE_ATTRIBUTES", "QE_ATTRIBUTES_MASK", "QE_MISCSELECT", "QE_MISCSELECT_MASK", "Authority",
+    "QE_ATTRIBUTES", "QE_ATTRIBUTES_MASK", "QE_MISCSELECT", "QE_MISCSELECT_MASK",
     "Publication", "Publisher", "SignedJson", "publish", "qe_identity_text",
     "tcb_info_text",
 ]
@@ -51,30 +51,9 @@ QE_ATTRIBUTES_MASK = (0xFFFFFFFFFFFFFFFF & ~int(AttributeFlags.MODE64BIT)).to_by
 Intel's ``FBFFFFFFFFFFFFFF0000000000000000``."""
 
 
-@dataclass(frozen=True)
-class Authority:
-    """The emulated PKI's keys the service signs with, and the QE's MRSIGNER it vouches for."""
-
-    root_certificate: x509.Certificate
-    root_key: ec.EllipticCurvePrivateKey
-    pck_ca_certificate: x509.Certificate
-    pck_ca_key: ec.EllipticCurvePrivateKey
-    tcb_signing_certificate: x509.Certificate
-    tcb_signing_key: ec.EllipticCurvePrivateKey
-    qe_mrsigner: bytes
-
-    @classmethod
-    def open(cls, data_dir: Path) -> Authority:
-        """The emulated provisioning PKI of ``data_dir`` (created on first use)."""
-        prov = Provisioning.open(Path(data_dir))
-        return cls(prov.root_certificate, prov.root_key, prov.pck_ca_certificate,
-                   prov.pck_ca_key, prov.tcb_signing_certificate, prov.tcb_signing_key,
-                   prov.arch_signer().mrsigner())
-
-    def chain_pem(self, leaf: x509.Certificate) -> str:
-        """``leaf`` ‖ root as PEM text (the issuer chains PCS sends in headers)."""
-        return "".join(c.public_bytes(serialization.Encoding.PEM).decode()
-                       for c in (leaf, self.root_certificate))
+def _issuer_chain(leaf: x509.Certificate, root: x509.Certificate) -> str:
+    """``leaf`` ‖ root as PEM text (the issuer chains PCS sends in headers)."""
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in (leaf, root))
 
 
 @dataclass(frozen=True)
@@ -221,8 +200,10 @@ class Publication:
             raise ProvisioningError(f"corrupt published-collateral file: {exc!r}") from exc
 
 
-def publish(state: CollateralState, authority: Authority, now: datetime) -> Publication:
-    """Sign every artefact of ``state`` with the window [now, now + state.window).
+def publish(state: CollateralState, authority: Provisioning, now: datetime) -> Publication:
+    """Sign every artefact of ``state`` with the window [now, now + state.window), with the
+    keys of ``authority`` (the emulated provisioning PKI; its architectural signer is the
+    QE's MRSIGNER the identity vouches for).
 
     ``state.crl_number`` is the CRL Number both CRLs carry (the caller raises it first).
     """
@@ -236,7 +217,7 @@ def publish(state: CollateralState, authority: Authority, now: datetime) -> Publ
         for fmspc, levels in state.tcb_levels.items()
     }
     qe = _sign(authority.tcb_signing_key, qe_identity_text(
-        state, mrsigner=authority.qe_mrsigner, issue=issue, next_update=until))
+        state, mrsigner=authority.arch_signer().mrsigner(), issue=issue, next_update=until))
     revoked = [(r.serial, parse_time(r.date)) for r in state.revoked]
     pck_crl = _der(pki.make_crl(authority.pck_ca_certificate, authority.pck_ca_key, revoked,
                                 this_update=issue, next_update=until, number=state.crl_number))
@@ -246,8 +227,10 @@ def publish(state: CollateralState, authority: Authority, now: datetime) -> Publ
         revision=state.revision, issue_date=issue, next_update=until,
         crl_number=state.crl_number, tcb_info=tcb_info, qe_identity=qe, pck_crl=pck_crl,
         root_ca_crl=root_crl,
-        pck_crl_issuer_chain=authority.chain_pem(authority.pck_ca_certificate),
-        tcb_info_issuer_chain=authority.chain_pem(authority.tcb_signing_certificate))
+        pck_crl_issuer_chain=_issuer_chain(authority.pck_ca_certificate,
+                                           authority.root_certificate),
+        tcb_info_issuer_chain=_issuer_chain(authority.tcb_signing_certificate,
+                                            authority.root_certificate))
 
 
 Clock = Callable[[], datetime]
@@ -264,7 +247,7 @@ class Publisher:
     ``authority`` may be a callable so the PKI is opened only when something must be signed.
     """
 
-    def __init__(self, data_dir: Path, authority: Authority | Callable[[], Authority],
+    def __init__(self, data_dir: Path, authority: Provisioning | Callable[[], Provisioning],
                  clock: Clock = _utcnow) -> None:
         self.store = StateStore(Path(data_dir))
         self.path = self.store.dir / PUBLISHED_FILE
@@ -276,10 +259,10 @@ class Publisher:
     @classmethod
     def open(cls, data_dir: Path, clock: Clock = _utcnow) -> Publisher:
         """The publisher of ``data_dir``, signing with its provisioning PKI."""
-        return cls(Path(data_dir), lambda: Authority.open(Path(data_dir)), clock)
+        return cls(Path(data_dir), lambda: Provisioning.open(Path(data_dir)), clock)
 
     @property
-    def authority(self) -> Authority:
+    def authority(self) -> Provisioning:
         """The signing keys (opened on first use when given as a callable)."""
         if callable(self._authority):
             self._authority = self._authority()
