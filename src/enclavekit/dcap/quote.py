@@ -315,12 +315,7 @@ class Quote:
                 raise QuoteFormatError(
                     f"v{header.version} certification data type {outer_type}, must be 6"
                 )
-            outer_size = reader.u32("certification data size")
-            if outer_size != reader.remaining():
-                raise QuoteFormatError(
-                    f"certification data size {outer_size} disagrees with the "
-                    f"{reader.remaining()} bytes of signature data left"
-                )
+            _certification_size(reader)
         qe_report = reader.take(_QE_REPORT_SIZE, "QE report")
         qe_report_signature = reader.take(64, "QE report signature")
         auth_size = reader.u16("QE auth data size")
@@ -331,13 +326,7 @@ class Quote:
                 f"certification data type {cert_type} is not supported here (1-5"
                 f"{'' if header.version == 3 else ' inside type 6'})"
             )
-        cert_size = reader.u32("certification data size")
-        if cert_size != reader.remaining():
-            raise QuoteFormatError(
-                f"certification data size {cert_size} disagrees with the "
-                f"{reader.remaining()} bytes of signature data left"
-            )
-        cert = reader.take(cert_size, "certification data")
+        cert = reader.take(_certification_size(reader), "certification data")
         return cls(header=header, report_body=report_body, signature=signature,
                    attestation_key=attestation_key, qe_report=qe_report,
                    qe_report_signature=qe_report_signature, qe_auth_data=qe_auth_data,
@@ -442,6 +431,17 @@ class _Reader:
     def u32(self, what: str) -> int:
         value: int = _U32.unpack(self.take(4, what))[0]
         return value
+
+
+def _certification_size(reader: _Reader) -> int:
+    """A certification data size, which must cover exactly the signature data left."""
+    size = reader.u32("certification data size")
+    if size != reader.remaining():
+        raise QuoteFormatError(
+            f"certification data size {size} disagrees with the "
+            f"{reader.remaining()} bytes of signature data left"
+        )
+    return size
 
 
 def unwrap_oe_report(data: bytes) -> bytes:
