@@ -1,7 +1,7 @@
 """Switchless rings: single-producer/single-consumer mailboxes in one shared buffer.
 
 The buffer (an ``mmap`` of a sealed memfd the device creates; this module only sees the
-buffer) holds a header page and, per worker, one *lane* of two mailboxes: ``to_enclave``
+mapping) holds a header page and, per worker, one *lane* of two mailboxes: ``to_enclave``
 (host produces, enclave consumes) and ``to_host`` (the reverse). Each message is one wire
 frame (:mod:`.frame`), split into chunks when larger than a mailbox's area.
 
@@ -14,8 +14,9 @@ Mailbox layout (offsets from the mailbox start; integers little-endian)::
     136      data    AREA bytes
 
 The producer writes a chunk only when ``ack == seq`` (mailbox empty), then ``seq += 1``;
-the consumer waits for ``seq != ack``, copies the header and data **once**, sets
-``ack = seq`` and only then looks at its copy. Every value read from the buffer is
+the consumer waits for ``seq != ack``, reads every value **once** (headers into private
+integers, data into a private copy) and only then checks and uses them; it sets
+``ack = seq`` once it holds its copy. Every value read from the buffer is
 untrusted: a length over the area or a message over ``limit`` is refused with
 ``ProtocolError``, never read past (IF-6: the peer may change bytes at any time).
 
@@ -64,10 +65,10 @@ FrameTuple = tuple[int, int, bytes, int, int]
 _ONE_CHUNK = AREA - _FRAME_HEADER
 """The largest payload whose frame fits one chunk (the fast path of ``send_frame``)."""
 SPIN = 200e-6
-_INLINE_SPINS = 512
-"""Polls of the shared word ``recv_frame`` makes before it calls the timed wait (tens of
-microseconds: a reply already on its way is caught without a call or a clock read)."""
 """Seconds a waiter polls the shared words before it starts sleeping."""
+_INLINE_SPINS = 512
+"""Polls of the shared word ``take`` makes before it calls the timed wait (tens of
+microseconds: a reply already on its way is caught without a call or a clock read)."""
 MAX_SLEEP = 1e-3
 CHECK_EVERY = 10e-3
 """Seconds between ``check`` calls while sleeping."""
@@ -98,7 +99,7 @@ def ring_header(workers: int) -> bytes:
 class Mailbox:
     """One direction of a lane: this side is either its producer or its consumer."""
 
-    __slots__ = ("_ack", "_body", "_head", "_mm", "_mv", "_q", "_seq", "_start")
+    __slots__ = ("_ack", "_body", "_head", "_mm", "_mv", "_q", "_seq")
 
     def __init__(self, buf: memoryview, offset: int) -> None:
         self._mv = buf
@@ -107,7 +108,6 @@ class Mailbox:
         self._q = buf.cast("Q")
         self._seq = offset // 8
         self._ack = (offset + 64) // 8
-        self._start = offset
         self._head = offset + 128
         self._body = self._head + 8 + _FRAME_HEADER
         """Where the payload of a one-chunk frame starts."""
@@ -117,7 +117,7 @@ class Mailbox:
     def send(self, data: bytes, check: Callable[[], None] | None = None) -> None:
         """Publish ``data`` (chunked), waiting for the consumer to take each chunk."""
         q, si, ai, mv = self._q, self._seq, self._ack, self._mv
-        head = self._start + 128
+        head = self._head
         pos, end = 0, len(data)
         while True:
             seq = q[si]
@@ -194,7 +194,7 @@ class Mailbox:
     def recv(self, limit: int, check: Callable[[], None] | None = None) -> bytes:
         """The next whole message (at most ``limit`` bytes), copied out of the buffer."""
         q, si, ai, mv = self._q, self._seq, self._ack, self._mv
-        head = self._start + 128
+        head = self._head
         parts: list[bytes] = []
         total = 0
         while True:
