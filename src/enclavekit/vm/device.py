@@ -36,8 +36,9 @@ from . import protocol as p
 from . import users
 from .bootstrap import compiled_runtime, runtime_files
 from .counters import COUNTER_MESSAGES, CounterStore, serve_counter
+from .identity import PlatformIdentity
 from .loader import Built, EPCManager, parse_image
-from .platform import PlatformIdentity, PlatformStore
+from .platform import PlatformStore
 from .spawn import kill_and_reap, runtime, spawn_enclave
 
 PROTOCOL = 1

@@ -38,7 +38,7 @@ from ..dcap.pckext import PckExtension
 from ..errors import ProvisioningError, SigningKeyError
 from ..sgx.keys import egetkey
 from ..sgx.signing import SigningKey
-from .platform import PlatformIdentity, PlatformStore
+from .identity import PlatformIdentity, load_identity, platform_file
 
 __all__ = ["Provisioning", "derive_pck_key"]
 
@@ -196,7 +196,7 @@ class Provisioning:
     # ------------------------------------------------------------------ PCK certificates
 
     def _pck_path(self, name: str) -> Path:
-        return PlatformStore(self.data_dir).path(name).parent / PCK_FILE
+        return platform_file(self.data_dir, name).parent / PCK_FILE
 
     def issue_pck(self, identity: PlatformIdentity) -> x509.Certificate:
         """Certify the platform's PCK key at its current TCB; persist and return the leaf.
@@ -222,7 +222,7 @@ class Provisioning:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return self.issue_pck(PlatformStore(self.data_dir).load(name))
+            return self.issue_pck(load_identity(self.data_dir, name))
         try:
             cert = x509.load_pem_x509_certificate(data)
         except ValueError:
@@ -231,7 +231,7 @@ class Provisioning:
         try:
             cert.verify_directly_issued_by(self.pck_ca_certificate)
         except (ValueError, TypeError, InvalidSignature):
-            return self.issue_pck(PlatformStore(self.data_dir).load(name))
+            return self.issue_pck(load_identity(self.data_dir, name))
         return cert
 
     def pck_chain_pem(self, name: str) -> bytes:
