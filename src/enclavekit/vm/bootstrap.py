@@ -61,6 +61,7 @@ RUNTIME_MODULES = (
     "enclavekit/vm/protocol.py",
     "enclavekit/enclave/__init__.py",
     "enclavekit/enclave/api.py",
+    "enclavekit/enclave/boot.py",
     "enclavekit/enclave/dispatch.py",
     "enclavekit/enclave/importer.py",
     "enclavekit/enclave/local.py",
@@ -313,7 +314,7 @@ def _enclave_boot():
         runtime_importer(warm_pin, str(warm.get("runtime_root", "")).split(os.pathsep),
                          warm.get("runtime_code"))
         del warm, payload
-        import enclavekit.enclave, enclavekit.enclave.dispatch  # noqa: F401 (pinned, checked)
+        import enclavekit.enclave, enclavekit.enclave.boot  # noqa: F401 (pinned, checked)
         mtype, payload = frame((20,), "the frame after WARM is not BOOT")
     boot = parse(payload, "BOOT")
     if boot.get("debug") is True:
@@ -334,8 +335,8 @@ def _enclave_boot():
     elif pin != warm_pin:  # the device checked this too: a warm process serves one runtime
         fail("the measured manifest pins a different runtime than this warm enclave process "
              "loaded (the device must start a fresh process for it)")
-    from enclavekit.enclave import dispatch
-    dispatch.run(payload, 3, 4)
+    from enclavekit.enclave import boot as enclave_boot
+    enclave_boot.run(payload, 3, 4)
 _enclave_boot()
 '''
 
