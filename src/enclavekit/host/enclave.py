@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import EcallError, EnclaveLost, ProtocolError, UnknownEcall
 from ..vm import protocol as p
@@ -30,7 +30,6 @@ from ..wire.schema import signature_from_schema
 
 if TYPE_CHECKING:
     from .switchless import SwitchlessRing
-    from .vm import VM
 
 _EMPTY = encode_value(p.Empty(), p.Empty)
 _RECV = 1 << 16
@@ -38,10 +37,24 @@ SPIN = 50e-6
 """Seconds a caller polls its ecall socket before blocking (see :func:`_spin_recv`)."""
 
 
+class Loader(Protocol):
+    """What an enclave handle needs of the VM handle that loaded it
+    (:class:`enclavekit.host.vm.VM` is one): unload, EDBGRD, why the enclave was lost, and
+    the built-in ocalls (quoting) every enclave may make."""
+
+    def _unload(self, enclave_id: int) -> None: ...
+
+    def _debug_read(self, enclave_id: int, linaddr: int, size: int) -> bytes: ...
+
+    def _lost_reason(self, enclave_id: int) -> str: ...
+
+    def _builtin_ocall(self, name: str) -> tuple[CallSignature, Callable[..., Any]] | None: ...
+
+
 class Enclave:
     """A loaded enclave; a context manager whose exit unloads it."""
 
-    def __init__(self, vm: VM, reply: p.LoadReply, sock: socket.socket, name: str,
+    def __init__(self, vm: Loader, reply: p.LoadReply, sock: socket.socket, name: str,
                  ocalls: Mapping[str, Callable[..., Any]] | None = None,
                  switchless: SwitchlessRing | None = None) -> None:
         self._vm = vm
@@ -227,9 +240,7 @@ class Enclave:
             sig = self._ocall_sigs.get(call.name)
             fn = self._ocall_fns.get(call.name)
             if sig is None:  # the built-in quoting ocalls every enclave may make
-                from .quoting import builtin_ocall
-
-                sig, fn = builtin_ocall(self._vm, call.name) or (None, None)
+                sig, fn = self._vm._builtin_ocall(call.name) or (None, None)
             if sig is None or fn is None:
                 raise UnknownEcall(f"ocall {call.name!r} is not "
                                    f"{'registered on the host' if sig else 'declared'}")

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..dcap.arch import ARCH_ATTRIBUTES, ARCH_XFRM, PCE_ISVPRODID, QE_ISVPRODID, QE_ISVSVN
 from ..dcap.pckext import PckExtension
@@ -30,15 +30,13 @@ from ..sgx.sigstruct import DEFAULT_ATTRIBUTEMASK, build_sigstruct, sign
 from ..sgx.structs import Attributes
 from ..vm.provisioning import Provisioning
 from ..wire import CallSignature
+from .enclave import Enclave
 from .image import EnclaveFile
 from .layout import build_layout
 from .manifest import Manifest
 
-if TYPE_CHECKING:
-    from .enclave import Enclave
-    from .vm import VM
-
-__all__ = ["ARCH_DIR", "QUOTE_OCALLS", "Quoter", "arch_image", "builtin_ocall", "quoter_for"]
+__all__ = ["ARCH_DIR", "QUOTE_OCALLS", "Platform", "Quoter", "arch_image", "builtin_ocall",
+           "quoter_for"]
 
 ARCH_DIR = Path(__file__).resolve().parents[1] / "enclave" / "arch"
 """The architectural enclaves' app directories (``pce/``, ``qe/``)."""
@@ -98,12 +96,24 @@ def arch_image(which: str, svn: int, signer: SigningKey, cache: Path | None = No
     return image
 
 
+class Platform(Protocol):
+    """What the quoter needs of a VM handle (:class:`enclavekit.host.vm.VM` is one): its
+    name, its data directory (the provisioning PKI) and loading an enclave file on it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def data_dir(self) -> Path: ...
+
+    def load(self, image: EnclaveFile) -> Enclave: ...
+
+
 class Quoter:
     """The quoting service of one VM handle: its PCE and QE, loaded on first use."""
 
-    def __init__(self, vm: VM, provisioning: Provisioning | None = None) -> None:
+    def __init__(self, vm: Platform, provisioning: Provisioning | None = None) -> None:
         self.vm = vm
-        self.provisioning = provisioning or Provisioning.open(vm._store.root)
+        self.provisioning = provisioning or Provisioning.open(vm.data_dir)
         self._lock = threading.Lock()
         self._pce: Enclave | None = None
         self._qe: Enclave | None = None
@@ -210,7 +220,7 @@ class Quoter:
 _quoters_lock = threading.Lock()
 
 
-def quoter_for(vm: VM) -> Quoter:
+def quoter_for(vm: Platform) -> Quoter:
     """The :class:`Quoter` of this VM handle (made on first use, kept with the handle)."""
     found: Quoter | None = getattr(vm, "_enclavekit_quoter", None)
     if found is not None:
@@ -223,7 +233,7 @@ def quoter_for(vm: VM) -> Quoter:
         return found
 
 
-def builtin_ocall(vm: VM, name: str) -> tuple[CallSignature, Callable[..., Any]] | None:
+def builtin_ocall(vm: Platform, name: str) -> tuple[CallSignature, Callable[..., Any]] | None:
     """The signature and host function of built-in ocall ``name``, or None."""
     sig = QUOTE_OCALLS.get(name)
     if sig is None:

@@ -19,8 +19,8 @@ import mmap
 import os
 import socket
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from ..errors import EcallError, EnclaveLost, ProtocolError
 from ..vm import protocol as p
@@ -28,10 +28,7 @@ from ..wire import FLAG_ERROR, FLAG_REPLY, CallSignature, Frame, decode_value, e
 from ..wire.frame import DEFAULT_MAX_PAYLOAD, HEADER_SIZE
 from ..wire.ring import Lane, Ring, ring_size
 
-if TYPE_CHECKING:
-    from .enclave import Enclave
-
-__all__ = ["SwitchlessRing"]
+__all__ = ["Caller", "SwitchlessRing"]
 
 LIMIT = DEFAULT_MAX_PAYLOAD + HEADER_SIZE
 
@@ -40,6 +37,34 @@ _NONE_RESULT = encode_value(p.CallResult(encode_value(None, type(None))), p.Call
 """The reply payload of an ecall that returned None."""
 _CACHE = 256
 _ECALL = int(p.Msg.ECALL)
+
+
+class Caller(Protocol):
+    """The enclave handle a ring's call serves (:class:`enclavekit.host.enclave.Enclave` is
+    one): the socket path it falls back to and serves ocalls with, its request ids, its
+    closed/lost state and its ecall socket (peeked to notice a dead enclave)."""
+
+    @property
+    def enclave_id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def _closed(self) -> bool: ...
+    @property
+    def _lost(self) -> str | None: ...
+    @property
+    def _ids(self) -> Iterator[int]: ...
+    @property
+    def _sock(self) -> socket.socket: ...
+
+    def _socket_call(self, name: str, sig: CallSignature, args: tuple[Any, ...],
+                     kwargs: Mapping[str, Any] | None) -> Any: ...
+
+    def _claim_id(self, *, pending: bool) -> int: ...
+
+    def _ocall_reply(self, frame: Frame) -> bytes: ...
+
+    def _gone(self) -> EnclaveLost: ...
 
 
 class SwitchlessRing:
@@ -71,7 +96,7 @@ class SwitchlessRing:
         """Lanes not retired after a protocol fault."""
         return self.ring.workers - len(self._retired)
 
-    def ecall(self, enclave: Enclave, name: str, sig: CallSignature, /, *args: Any,
+    def ecall(self, enclave: Caller, name: str, sig: CallSignature, /, *args: Any,
               **kwargs: Any) -> Any:
         """Ecall ``name(*args, **kwargs)`` through a free lane, or through the enclave's
         socket when every lane is busy; its result. (``enclave.ecalls.NAME`` of a switchless
@@ -128,7 +153,7 @@ class SwitchlessRing:
             self._none_ok.add(name)
         return result
 
-    def _finish(self, enclave: Enclave, index: int, lane: Lane, rid: int, frame: Frame,
+    def _finish(self, enclave: Caller, index: int, lane: Lane, rid: int, frame: Frame,
                 check: Callable[[], None]) -> Frame:
         """Serve the ocalls of ECALL ``rid`` until its reply arrives; that reply frame."""
         while frame.msg_type == p.Msg.OCALL and not frame.is_reply:
@@ -145,7 +170,7 @@ class SwitchlessRing:
         self._free = [entry for entry in self._free if entry[0] != index]
 
 
-def _liveness(enclave: Enclave) -> Callable[[], None]:
+def _liveness(enclave: Caller) -> Callable[[], None]:
     """A ``check`` for ring waits: raises once the enclave is closed, lost or gone."""
 
     def check() -> None:

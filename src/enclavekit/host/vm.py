@@ -37,10 +37,11 @@ from ..vm.datadir import data_dir
 from ..vm.platform import PlatformStore
 from ..vm.protocol import VMStatus
 from ..vm.sku import DEFAULT_SIZE
-from ..wire import Frame, FrameReader, pack_frame
+from ..wire import CallSignature, Frame, FrameReader, pack_frame
 from ..wire.codec import decode_value, encode_value
 from .enclave import Enclave
 from .image import EnclaveFile
+from .quoting import builtin_ocall
 from .switchless import SwitchlessRing
 
 __all__ = ["VM", "VMStatus"]
@@ -112,6 +113,11 @@ class VM:
 
     def __repr__(self) -> str:
         return f"<VM {self.name!r} {self.size} device pid {self.pid}>"
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory the VM lives in (its platform, the provisioning PKI)."""
+        return self._store.root
 
     def __enter__(self) -> VM:
         return self
@@ -283,6 +289,10 @@ class VM:
         again; data sealed before still unseals. Returns how many enclaves were lost."""
         frame, _ = self._request(p.Msg.RESTART, encode_value(p.Empty(), p.Empty))
         return decode_value(frame.payload, p.Restarted).lost
+
+    def _builtin_ocall(self, name: str) -> tuple[CallSignature, Callable[..., Any]] | None:
+        """The built-in ocall ``name`` every enclave on this VM may make (quoting), or None."""
+        return builtin_ocall(self, name)
 
     def _lost_reason(self, enclave_id: int) -> str:
         """Why the device ended enclave ``enclave_id`` ("" if it does not know)."""
