@@ -24,11 +24,12 @@ from typing import Any
 import pytest
 
 import enclavekit
-from enclavekit.cli.demo import FIELDS, KEY_NAMES, OWNERS, records, release_policy, tamper
 from enclavekit.errors import EcallError
 from enclavekit.host.image import EnclaveFile
 from enclavekit.host.layout import build_layout
 from enclavekit.host.manifest import Manifest
+from enclavekit.jointstats.data import FIELDS, OWNERS, records
+from enclavekit.jointstats.scenario import KEY_NAMES, release_policy, tamper
 from tests.sgx.conftest import session_signing_key
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -221,7 +222,7 @@ def test_trust_services_are_stopped_on_error(tmp_path: Path) -> None:
     """The demo's services listen on 127.0.0.1 and stop when the block ends, also on error."""
     import socket
 
-    from enclavekit.cli.demo import trust_services
+    from enclavekit.services import trust_services
     from enclavekit.vm.platform import PlatformStore
 
     PlatformStore(tmp_path / "home").create("x", "Standard_DC1s_v2")

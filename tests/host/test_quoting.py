@@ -296,14 +296,16 @@ def test_demo_app_key_transfer_by_quote_and_its_refusals(setup: Setup) -> None:
     import os
 
     from enclavekit.attest.pccs.operator import Operator
-    from enclavekit.cli.demo import RemoteVerifier, quote_binding, wrap_for
     from enclavekit.dcap.collateral import Collateral
     from enclavekit.errors import EcallError, VerificationFailed
+    from enclavekit.jointstats.owner import RemoteVerifier, quote_binding, wrap_for
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     image = build(examples / "joint_stats").sign(session_signing_key())
     collateral = Collateral.from_json(json.dumps(Operator(setup.store.root).collateral("testvm")))
     verifier = RemoteVerifier(setup.prov.root_certificate, collateral)
+    assert image.mrsigner is not None
+    identity = (image.mrenclave, image.mrsigner)
     keys = {owner: os.urandom(32) for owner in ("alice", "bob")}
     with setup.vm.load(image) as compute:
         offers = {}
@@ -311,12 +313,12 @@ def test_demo_app_key_transfer_by_quote_and_its_refusals(setup: Setup) -> None:
             nonce = os.urandom(32)
             answer = compute.ecalls.quote_for(owner, nonce)
             quote, public = answer[:-32], answer[-32:]
-            result = verifier.check(quote, image, quote_binding(owner, public, nonce))
+            result = verifier.check(quote, *identity, quote_binding(owner, public, nonce))
             assert result.status == "UpToDate" and result.mrenclave == image.mrenclave
             with pytest.raises(VerificationFailed, match="report_data"):  # a stale nonce
-                verifier.check(quote, image, quote_binding(owner, public, os.urandom(32)))
+                verifier.check(quote, *identity, quote_binding(owner, public, os.urandom(32)))
             with pytest.raises(VerificationFailed, match="report_data"):  # the host's key
-                verifier.check(quote, image, quote_binding(owner, os.urandom(32), nonce))
+                verifier.check(quote, *identity, quote_binding(owner, os.urandom(32), nonce))
             offers[owner] = wrap_for(owner, keys[owner], public)
         with pytest.raises(EcallError, match="authentication failed"):  # swapped by the host
             compute.ecalls.receive_key("alice", *offers["bob"])

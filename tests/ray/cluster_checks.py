@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
         record("ecalls", ecalls)
 
         def tampered() -> None:
-            from enclavekit.cli.demo import tamper
+            from enclavekit.jointstats.scenario import tamper
 
             place(tamper(image))
 

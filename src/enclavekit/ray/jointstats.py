@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import VerificationFailed
+from ..jointstats.data import all_records, plain_statistics
 from .actor import EnclaveHandle, get
 from .mesh import Mesh, job_collateral, job_roots
 
@@ -55,17 +56,8 @@ def pin_roots(roots_pem: bytes, dest: str | os.PathLike[str],
     return out
 
 
-def all_records() -> list[dict[str, int]]:
-    """Every record of the demo's owners, in a fixed order."""
-    from ..cli.demo import OWNERS, records
-
-    return [r for owner in sorted(OWNERS) for r in records(owner)]
-
-
 def reference_statistics(rows: list[dict[str, int]]) -> dict[str, Any]:
     """The single-VM computation (``enclavekit demo``'s reference) over ``rows``."""
-    from ..cli.demo import plain_statistics
-
     return plain_statistics(rows)
 
 
