@@ -6,6 +6,7 @@ The scenario is :func:`enclavekit.jointstats.scenario.run` (``--nodes N``:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -17,17 +18,21 @@ from ..jointstats.events import Event, HostSaw, Say, SideBySide, Step, Title
 from ..jointstats.scenario import run
 from ..ray.demo import run_nodes
 
-_MARKS = {"": "", "ok": "[green]✓[/] ", "warn": "[yellow]![/] "}
+_MARKS = {"": "  ", "ok": "  [green]✓[/] ", "warn": "  [yellow]![/] ", "item": "▸ "}
 
 
 def render(console: Console, event: Event) -> None:
     """Print one event of the scenario."""
     if isinstance(event, Title):
-        console.rule(f"[bold]{escape(event.text)}")
+        console.rule(f"[bold{' green' if event.final else ''}]{escape(event.text)}")
     elif isinstance(event, Step):
         console.print(f"\n[bold cyan]▸ {escape(event.text)}[/]")
+    elif isinstance(event, Say) and event.mark == "fail":
+        console.print(f"[red]FAIL: {escape(event.text)}[/]", highlight=False)
+    elif isinstance(event, Say) and event.mark == "note":
+        console.print(f"[dim]{escape(event.text)}[/]", highlight=False)
     elif isinstance(event, Say):
-        console.print(f"  {_MARKS[event.mark]}{escape(event.text)}", highlight=False)
+        console.print(f"{_MARKS[event.mark]}{escape(event.text)}", highlight=False)
     elif isinstance(event, HostSaw):
         console.print(f"  host saw  {event.label:<32} {event.size:>6} B  {event.snippet}",
                       highlight=False, markup=False)
@@ -48,16 +53,10 @@ def render(console: Console, event: Event) -> None:
 def demo(examples: Path | None, nodes: int | None) -> None:
     """Joint statistics over two owners' encrypted data in an attested enclave."""
     console = Console(highlight=False, soft_wrap=True)
-    if nodes is not None:
-        code = run_nodes(console, nodes, examples)
-        if code:
-            raise SystemExit(code)
-        return
-    outcome = run(lambda event: render(console, event), examples)
+    report = functools.partial(render, console)
+    outcome = run(report, examples) if nodes is None else run_nodes(report, nodes, examples)
     if not outcome.ok:
-        console.print(f"[red]FAIL: {escape(outcome.failure)}[/]", highlight=False)
         raise SystemExit(1)
-    console.rule(f"[bold green]demo complete in {outcome.seconds:.1f} s")
 
 
 def register(group: click.Group) -> None:

@@ -7,15 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Event", "HostSaw", "Outcome", "Report", "Say", "SideBySide", "Step", "Title",
-           "snippet"]
+__all__ = ["Event", "HostSaw", "Mark", "Outcome", "Report", "Say", "SideBySide", "Step",
+           "Title", "snippet"]
 
 
 @dataclass(frozen=True)
 class Title:
-    """The scenario's heading."""
+    """The scenario's heading, or (``final``) the line that closes a run that succeeded."""
 
     text: str
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,18 @@ class Step:
     text: str
 
 
+Mark = Literal["", "ok", "warn", "fail", "item", "note"]
+"""What a line says: ``""`` a fact of the current step, ``ok`` a check that held, ``warn``
+a warning, ``fail`` the check that did not hold (the run ends), ``item`` a point of its own
+(no step), ``note`` a remark about the run itself."""
+
+
 @dataclass(frozen=True)
 class Say:
-    """One line of a step: ``ok`` a check that held, ``warn`` a warning, ``""`` a fact."""
+    """One line of output, marked with what it says (:data:`Mark`)."""
 
     text: str
-    mark: Literal["", "ok", "warn"] = ""
+    mark: Mark = ""
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ Report = Callable[[Event], None]
 @dataclass(frozen=True)
 class Outcome:
     """How the scenario ended: every check held (``ok``) or the first that did not
-    (``failure``, one line); ``seconds`` of wall time."""
+    (``failure``, one line, also reported as a ``fail`` line); ``seconds`` of wall time."""
 
     ok: bool
     seconds: float

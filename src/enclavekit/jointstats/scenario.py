@@ -205,8 +205,11 @@ def run(report: Report, examples: Path | None = None, *,
         try:
             _run(report, examples or examples_dir(), Path(tmp), home or data_dir())
         except _Failed as failed:
+            report(Say(str(failed), "fail"))
             return Outcome(False, time.monotonic() - started, str(failed))
-    return Outcome(True, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    report(Title(f"demo complete in {seconds:.1f} s", final=True))
+    return Outcome(True, seconds)
 
 
 def _run(report: Report, examples: Path, work: Path, home: Path) -> None:
