@@ -185,14 +185,13 @@ def _stats_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run(report: Report, examples: Path | None = None, *,
-        home: Path | None = None) -> Outcome:
-    """Run the scenario on the embedded default VM, reporting each step to ``report``.
+def run(report: Report, examples: Path | None = None) -> Outcome:
+    """Run the scenario on the embedded default VM (``VM.default()``, in the data directory
+    ``$ENCLAVEKIT_HOME`` or the user's), reporting each step to ``report``.
 
     Args:
         report: called with each event, in order.
         examples: the ``examples/`` directory (default: :func:`examples_dir`).
-        home: the VM data directory (default: ``$ENCLAVEKIT_HOME`` or the user's).
 
     Returns:
         The outcome: ``ok`` when every check held, else the first that did not.
@@ -203,7 +202,7 @@ def run(report: Report, examples: Path | None = None, *,
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="enclavekit-demo-") as tmp:
         try:
-            _run(report, examples or examples_dir(), Path(tmp), home or data_dir())
+            _run(report, examples or examples_dir(), Path(tmp), data_dir())
         except _Failed as failed:
             report(Say(str(failed), "fail"))
             return Outcome(False, time.monotonic() - started, str(failed))
