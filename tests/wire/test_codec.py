@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enclavekit.errors import EcallArgumentError, ProtocolError
-from enclavekit.wire import CallSignature, Limits, check_hint, codec, decode_value, encode_value
+from enclavekit.wire import CallSignature, Limits, _decode, check_hint, decode_value, encode_value
 
 # --------------------------------------------------------------------------- random hints
 
@@ -354,7 +354,7 @@ def test_arguments_must_be_a_map_with_no_trailing_bytes() -> None:
 
 # --------------------------------------------------------------------------- the two decoders
 
-# Messages up to codec._FAST_MAX bytes are unpacked in C and then checked; longer ones, and
+# Messages up to _decode.FAST_MAX bytes are unpacked in C and then checked; longer ones, and
 # any message the fast path does not accept outright, go through the streaming decoder.
 
 
@@ -366,11 +366,11 @@ def _decode_both(data: bytes, hint: object) -> tuple[object, object]:
             return (type(exc), str(exc))
 
     fast = outcome()
-    saved, codec._FAST_MAX = codec._FAST_MAX, -1
+    saved, _decode.FAST_MAX = _decode.FAST_MAX, -1
     try:
         slow = outcome()
     finally:
-        codec._FAST_MAX = saved
+        _decode.FAST_MAX = saved
     return fast, slow
 
 
@@ -392,5 +392,5 @@ def test_fast_and_streaming_decoders_agree_on_mutated_messages(data: st.DataObje
 def test_streaming_decoder_round_trips_large_messages() -> None:
     recs = [Record(f"r{i}", i, ["t"] * 3, bytes(i % 7)) for i in range(500)]
     data = encode_value(recs, list[Record])
-    assert len(data) > codec._FAST_MAX
+    assert len(data) > _decode.FAST_MAX
     assert decode_value(data, list[Record]) == recs

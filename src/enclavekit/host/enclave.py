@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import EcallError, EnclaveLost, ProtocolError, UnknownEcall
 from ..vm import protocol as p
 from ..wire import FLAG_ERROR, FLAG_REPLY, CallSignature, Frame, FrameReader, pack_frame
-from ..wire.codec import decode_value, encode_value
 from ..wire.schema import signature_from_schema
+from ..wire.values import decode_value, encode_value
 
 if TYPE_CHECKING:
     from .switchless import SwitchlessRing

@@ -38,7 +38,7 @@ from ..vm.platform import PlatformStore
 from ..vm.protocol import VMStatus
 from ..vm.sku import DEFAULT_SIZE
 from ..wire import CallSignature, Frame, FrameReader, pack_frame
-from ..wire.codec import decode_value, encode_value
+from ..wire.values import decode_value, encode_value
 from .enclave import Enclave
 from .image import EnclaveFile
 from .quoting import builtin_ocall

@@ -2,7 +2,7 @@
 
 Every message between the host SDK, the device service and an enclave process is one frame:
 a fixed 24-byte header, all integers little-endian, followed by the payload (a msgpack value,
-decoded by the receiver with :mod:`enclavekit.wire.codec` against the hint it declared for
+decoded by the receiver with :mod:`enclavekit.wire.values` against the hint it declared for
 that message type)::
 
     offset  size  field

@@ -34,7 +34,8 @@ import typing
 from typing import Any, Literal, Union
 
 from ..errors import ProtocolError
-from .codec import CallSignature, decode_value, encode_value
+from .calls import CallSignature
+from .values import decode_value, encode_value
 
 __all__ = ["MAX_SCHEMA", "signature_from_schema", "signature_schema"]
 
