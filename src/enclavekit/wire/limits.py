@@ -58,8 +58,10 @@ def size_text(n: int) -> str:
 
 
 def depth_fault(limits: Limits) -> Fault:
+    """The refusal of a container nested past ``limits.max_depth``."""
     return Fault(f"nested deeper than the {limits.max_depth}-level limit")
 
 
 def items_fault(limits: Limits) -> Fault:
+    """The refusal of a value with more than ``limits.max_items`` elements in all."""
     return Fault(f"more than the {limits.max_items:,}-element limit in one value")
