@@ -15,6 +15,7 @@ RANK = {
     "_net": 0,
     "_codec": 0,
     "_version": 0,
+    "jose": 0,
     "sgx": 0,
     "dcap": 0,
     "wire": 0,
