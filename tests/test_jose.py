@@ -310,7 +310,8 @@ def test_fetch_jwks_follows_no_redirect_and_names_the_failure() -> None:
             return httpx.Response(302, headers={"Location": "https://attest.test/certs"})
         raise httpx.ConnectError("refused")
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    assert set(jose.fetch_jwks("https://attest.test/certs", client=client)) == {"a"}
+    doc = jose.fetch_jwks("https://attest.test/certs", client=client)
+    assert set(jose.jwks_keys(doc)) == {"a"}
     with pytest.raises(InvalidToken, match="HTTP 302"):
         jose.fetch_jwks("https://attest.test/moved", client=client)
     with pytest.raises(InvalidToken, match=r"cannot fetch the keys from .*: ConnectError"):

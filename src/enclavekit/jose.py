@@ -344,12 +344,11 @@ def jwks_keys(document: Mapping[str, Any] | bytes | str) -> dict[str, rsa.RSAPub
     return keys
 
 
-def fetch_jwks(url: str, *, client: httpx.Client | None = None,
-               timeout: float = 5.0) -> dict[str, rsa.RSAPublicKey]:
-    """GET a JWKS (no redirects, at most :data:`MAX_JWKS` bytes) and return :func:`jwks_keys`.
+def fetch_jwks(url: str, *, client: httpx.Client | None = None, timeout: float = 5.0) -> bytes:
+    """GET a JWKS document: no redirects, at most :data:`MAX_JWKS` bytes (see :func:`jwks_keys`).
 
     Raises:
-        InvalidToken: unreachable, not HTTP 200, too large, or not a JWKS.
+        InvalidToken: unreachable, not HTTP 200, or too large.
     """
     try:
         if client is None:
@@ -361,4 +360,6 @@ def fetch_jwks(url: str, *, client: httpx.Client | None = None,
         raise InvalidToken(f"cannot fetch the keys from {url}: {type(exc).__name__}") from None
     if response.status_code != 200:
         raise InvalidToken(f"cannot fetch the keys from {url}: HTTP {response.status_code}")
-    return jwks_keys(response.content)
+    if len(response.content) > MAX_JWKS:
+        raise InvalidToken(f"cannot fetch the keys from {url}: more than {MAX_JWKS} bytes")
+    return response.content

@@ -170,6 +170,6 @@ class TokenVerifier:
         if self._http is None:
             self._http = httpx.Client(timeout=5.0, follow_redirects=False)
         try:
-            return jose.fetch_jwks(authority.certs_url, client=self._http)
+            return jose.jwks_keys(jose.fetch_jwks(authority.certs_url, client=self._http))
         except InvalidToken as exc:
             raise InvalidToken(f"keys of {authority.normalized}: {exc}") from None
