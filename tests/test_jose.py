@@ -325,3 +325,9 @@ def test_x5c_must_be_standard_base64_of_a_der_certificate() -> None:
                 "QUJD", 7, base64.b64encode(der).decode() + "A"):
         with pytest.raises(InvalidToken, match="x5c"):
             jose.x5c_certificate(bad)
+
+
+def test_none_never_verifies_even_when_a_caller_allows_it() -> None:
+    jws = jose.decode(jose.unsecured(CLAIMS))
+    with pytest.raises(InvalidToken, match="refused by PyJWT"):
+        jose.verify_signature(jws, KEYS["a"], algorithms=("none",))

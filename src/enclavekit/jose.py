@@ -54,7 +54,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from ._codec import JSONError, strict_json
+from ._codec import JSONError, b64url, strict_json
 from .errors import InvalidToken
 
 __all__ = ["ALGORITHMS", "MAX_JWKS", "MAX_TOKEN", "MIN_RSA_BITS", "Compact", "Verified",
@@ -75,11 +75,6 @@ _B64STD: Final = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _JWS = jwt.PyJWS(algorithms=list(ALGORITHMS), options={"enforce_minimum_key_length": True})
 _JWS.register_algorithm("RSA256", RSAAlgorithm(RSAAlgorithm.SHA256))
 _UNSECURED = jwt.PyJWS(algorithms=["none"])  # its own registry: "none" only ever signs here
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def b64url_json(value: Any) -> str:
