@@ -329,5 +329,5 @@ def test_x5c_must_be_standard_base64_of_a_der_certificate() -> None:
 
 def test_none_never_verifies_even_when_a_caller_allows_it() -> None:
     jws = jose.decode(jose.unsecured(CLAIMS))
-    with pytest.raises(InvalidToken, match="refused by PyJWT"):
+    with pytest.raises(InvalidToken, match="PyJWT has no verifier for 'none'"):
         jose.verify_signature(jws, KEYS["a"], algorithms=("none",))
