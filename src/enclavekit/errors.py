@@ -31,7 +31,8 @@
     │   ├─ QuoteFormatError (ValueError)
     │   ├─ CertificateChainError
     │   ├─ CollateralExpired
-    │   └─ PolicyError
+    │   ├─ PolicyError
+    │   └─ InvalidToken (ValueError)
     └─ KeyReleaseError
         ├─ ReleasePolicyNotSatisfied
         └─ KeyNotFound
@@ -383,6 +384,11 @@ class PolicyEvaluationError(PolicyError):
 
 class AuthorizationDenied(PolicyError):
     """The policy's authorization rules did not permit the evidence (or a deny() fired)."""
+
+
+class InvalidToken(AttestationError, ValueError):
+    """A JWS or JWT (attestation token, policy JWS) fails a check: form, algorithm, key,
+    signature, issuer or validity time."""
 
 
 class AttestationRequestError(AttestationError, ValueError):

@@ -261,3 +261,36 @@ def test_ts7_duplicate_keys_in_policy_and_certificate_jws_refused(
     assert _error(client.post("/certificates:add", json=body))["code"] == "InvalidOperation"
     assert service.state.policy("SgxEnclave").default
     assert len(service.state.management_certs) == 1
+
+
+def _reencodings(jws: str) -> list[str]:
+    """The same signed JWS in other base64 spellings: padded, standard alphabet, a
+    signature whose last character differs only in the unused low bits."""
+    head, body, sig = jws.split(".")
+    padded = sig + "=" * (-len(sig) % 4)
+    standard = sig.replace("-", "+").replace("_", "/")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare = (6 - (len(sig) * 6) % 8) % 6  # unused low bits of the last character
+    last = alphabet.index(sig[-1])
+    twiddled = sig[:-1] + alphabet[last ^ 1] if spare else sig
+    out = [f"{head}.{body}.{s}" for s in (padded, standard, twiddled) if s != sig]
+    out.append(f"{head}=.{body}.{sig}" if len(head) % 4 else f"{head}.{body}=.{sig}")
+    return out
+
+
+def test_ts6_replay_of_a_superseded_policy_in_another_base64_spelling_refused(
+        isolated: tuple[TestClient, AttestationService, Any, Any]) -> None:
+    client, service, key, cert = isolated
+    strict = ('version=1.0; authorizationrules{[type=="x-ms-sgx-is-debuggable", value==false]'
+              ' => permit();}; issuancerules{};')
+    old = _signed_policy(PERMIT_ALL_POLICY, key, cert)
+    assert client.put("/policies/SgxEnclave", content=old).status_code == 200
+    assert client.put("/policies/SgxEnclave",
+                      content=_signed_policy(strict, key, cert)).status_code == 200
+    variants = _reencodings(old)
+    assert len(variants) >= 3
+    for variant in variants:
+        # the same signature spelled differently is not a new signed change
+        assert _error(client.put("/policies/SgxEnclave", content=variant))["code"] == \
+            "InvalidOperation", variant
+    assert service.state.policy("SgxEnclave").text == strict

@@ -184,3 +184,87 @@ def test_serve_with_workers_shares_policy_and_keys_and_stops_every_worker(
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or \
             "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+# --- enclavekit attest token verify ------------------------------------------------------------
+
+_AZURE = "https://sharedwus.wus.attest.azure.net"
+
+
+def _azure(tmp_path: Path) -> tuple[Path, Path, dict[str, object]]:
+    """The real Azure Attestation token, its /certs as a JWKS file, and its expected values."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    v = json.loads(vector("expected.json").read_text())["maa_vectors"][0]
+    token = vector(v["token"])
+    head = token.read_text().split(".")[0]
+    kid = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+    der = x509.load_pem_x509_certificate(vector(v["signing_cert"]).read_bytes()) \
+        .public_bytes(serialization.Encoding.DER)
+    jwks = tmp_path / "certs.json"
+    jwks.write_text(json.dumps({"keys": [{"kid": kid, "kty": "RSA",
+                                          "x5c": [base64.b64encode(der).decode()]}]}))
+    return token, jwks, v
+
+
+def test_token_verify_prints_the_claims_of_the_azure_token_at_its_time(tmp_path: Path) -> None:
+    token, jwks, v = _azure(tmp_path)
+    at = str(v["iat"] + 60)  # type: ignore[operator]
+    result = CliRunner().invoke(main, ["attest", "token", "verify", str(token), "--jwks",
+                                       str(jwks), "--issuer", _AZURE, "--at", at, "--json"])
+    assert result.exit_code == 0, result.output
+    claims = json.loads(result.output)
+    assert claims["x-ms-sgx-mrenclave"] == v["x-ms-sgx-mrenclave"]
+    assert claims["exp"] == v["exp"]
+    text = CliRunner().invoke(main, ["attest", "token", "verify", "-", "--jwks", str(jwks),
+                                     "--at", "2022-10-07T13:30:00Z"],
+                              input=token.read_text())
+    assert text.exit_code == 0, text.output
+    assert text.output.startswith(f"token verifies: iss '{_AZURE}', valid "
+                                  "2022-10-07T13:23:53Z to 2022-10-07T21:23:53Z\n")
+    assert f'  x-ms-sgx-mrsigner: "{v["x-ms-sgx-mrsigner"]}"\n' in text.output
+
+
+def test_token_verify_refusals_are_one_typed_line(tmp_path: Path) -> None:
+    token, jwks, v = _azure(tmp_path)
+    at = str(v["iat"] + 60)  # type: ignore[operator]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"keys": []}))
+    for args, message in (
+        ([str(token), "--jwks", str(jwks)], f"InvalidToken: expired at {v['exp']} (now "),
+        ([str(token), "--jwks", str(jwks), "--at", at, "--issuer", "https://evil.example"],
+         f"InvalidToken: issuer '{_AZURE}' is not 'https://evil.example'"),
+        ([str(token), "--jwks", str(other), "--at", at], "InvalidToken: kid "),
+        (["not-a-token", "--jwks", str(jwks)], "InvalidToken: a compact JWS has 3 parts, found 1"),
+        ([str(token), "--jwks", str(tmp_path / "missing.json"), "--at", at],
+         "InvalidToken: cannot read the keys from"),
+    ):
+        result = CliRunner().invoke(main, ["attest", "token", "verify", *args])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: {message}"), result.output
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    bad_time = CliRunner().invoke(main, ["attest", "token", "verify", str(token), "--jwks",
+                                         str(jwks), "--at", "yesterday"])
+    assert bad_time.exit_code == 2 and "Unix seconds or an ISO 8601 time" in bad_time.output
+
+
+def test_token_verify_fetches_the_keys_of_our_running_service(tmp_path: Path) -> None:
+    from enclavekit.attest.maa import create_app
+    from enclavekit.attest.maa.server import running
+    from tests.attest._maa import make_service
+
+    with running(create_app(make_service(tmp_path))) as url:
+        quote = vector("azure_sdk_python_maa/sgx_quote.bin").read_bytes()
+        reply = httpx.post(f"{url}/attest/SgxEnclave",
+                           json={"quote": base64.urlsafe_b64encode(quote).decode()})
+        token = reply.json()["token"]
+        result = CliRunner().invoke(main, ["attest", "token", "verify", token, "--jwks",
+                                           f"{url}/certs", "--issuer", url, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["x-ms-sgx-svn"] == 1
+        tampered = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
+        result = CliRunner().invoke(main, ["attest", "token", "verify", tampered, "--jwks",
+                                           f"{url}/certs"])
+        assert result.exit_code == 1
+        assert "InvalidToken: signature does not verify with key" in result.output

@@ -212,3 +212,15 @@ def test_bit_flips_refused_or_still_valid(bit: int) -> None:
     except CollateralFormatError:
         return
     assert ext.to_der() == bytes(der)  # a flip inside a value gives another valid extension
+
+
+def test_every_encoding_der_forbids_in_the_review_is_refused() -> None:
+    # the encodings tests/dcap/der_review.py shows general ASN.1 libraries accepting
+    from tests.dcap.der_review import CASES, GOOD
+
+    assert PckExtension.from_der(GOOD).to_der() == GOOD
+    refused = {name: der for name, der in CASES.items() if der != GOOD}
+    assert len(refused) == 11
+    for der in refused.values():
+        with pytest.raises(CollateralFormatError, match="PCK SGX extension: "):
+            PckExtension.from_der(der)

@@ -1,8 +1,12 @@
-"""``enclavekit attest policy check|eval``: attestation policies, offline."""
+"""``enclavekit attest policy check|eval``, ``attest serve``, ``attest rotate-key`` and
+``attest token verify``: attestation policies offline, the service, and its tokens."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +188,68 @@ def rotate_key(data_dir: str | None) -> None:
     new = state.rotate(ATTESTATION_TOKEN_LIFETIME).kid
     click.echo(f"signing key {new} (was {old}, kept in /certs for "
                f"{ATTESTATION_TOKEN_LIFETIME // 3600} h)")
+
+
+@group.group(name="token")
+def token_group() -> None:
+    """Verify attestation tokens from enclavekit's service or Azure Attestation."""
+
+
+def _token_text(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value == "-":
+        return sys.stdin.read().strip()
+    if os.path.isfile(value):
+        return Path(value).read_text().strip()
+    return value.strip()
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("expected Unix seconds or an ISO 8601 time") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _jwks(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    from ..attest import jwks_source
+
+    return jwks_source(value)  # reads nothing yet: the token's form is checked first
+
+
+def _utc(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return repr(value)
+
+
+@token_group.command("verify")
+@click.argument("token", callback=_token_text)
+@click.option("--jwks", "jwks", required=True, metavar="URL|FILE", callback=_jwks,
+              help="The issuer's signing keys: its JWKS URL (e.g. <issuer>/certs) or a file.")
+@click.option("--issuer", default=None, help="Require this exact iss.")
+@click.option("--at", "at", default=None, callback=_when, metavar="TIME",
+              help="Check exp/nbf at this time (Unix seconds or ISO 8601; default now).")
+@click.option("--json", "as_json", is_flag=True, help="Print the claims as JSON.")
+def verify(token: str, jwks: Any, issuer: str | None, at: float | None, as_json: bool) -> None:
+    """Verify TOKEN (the JWT, a file holding it, or - for stdin) with the keys at --jwks and
+    print its claims."""
+    from ..attest import verify_token
+
+    claims = verify_token(token, jwks=jwks, issuer=issuer, at=at)
+    if as_json:
+        click.echo(json.dumps(claims, indent=2, sort_keys=True))
+        return
+    click.echo(f"token verifies: iss {claims.get('iss')!r}, valid {_utc(claims.get('nbf'))} "
+               f"to {_utc(claims.get('exp'))}")
+    for name in sorted(claims):
+        click.echo(f"  {name}: {json.dumps(claims[name], sort_keys=True)}")
 
 
 def register(main: click.Group) -> None:

@@ -4,6 +4,19 @@ The extension value is a DER SEQUENCE of SEQUENCE {OID, value} pairs; TCB (.2) a
 Configuration (.7) nest the same way. A small strict DER reader and writer lives here (no
 ASN.1 dependency): definite minimal lengths, minimal INTEGERs, DER BOOLEANs, no trailing bytes,
 every OID known and present once. Anything else is a :class:`CollateralFormatError`.
+
+Why not a general ASN.1 library: the strict subset is the point. The extension decides the
+platform's FMSPC and TCB, so the verifier must read the signed bytes one way only, as DER
+defines them (QV-9/QV-10: one byte string, one meaning), and a library that decodes BER's other
+spellings needs every DER rule re-added around it. Measured (``python -m
+tests.dcap.der_review``: eleven encodings of a valid extension that DER forbids, each library
+decoding generically): asn1crypto 1.5.1 accepts 8 (indefinite and non-minimal lengths, INTEGERs
+with a redundant leading zero or no octet, BOOLEAN 0x01, an OID arc padded with 0x80, a
+constructed OCTET STRING); pyasn1 0.6.5's DER decoder accepts 6 (non-minimal lengths, both
+INTEGER forms, the high-tag-number form; trailing bytes are handed back); pyasn1-fasder 0.1.3
+(a strict DER decoder for pyasn1) accepts 1, the padded OID arc. This reader refuses all 11.
+With any of them the schema rules (every OID known and present once, tags, sizes, ranges) would
+stay here as well, so a library would add a dependency without removing the checks.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ audit log before the answer.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -31,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .. import jose
 from .._codec import b64url, b64url_decode
 from ..errors import (
     EnclaveKitError,
@@ -61,18 +63,12 @@ class ReleaseSigner:
 
     def header(self) -> dict[str, Any]:
         der = self.certificate.public_bytes(serialization.Encoding.DER)
-        import base64
-
         return {"alg": "RS256", "kid": b64url(hashlib.sha1(der).digest()),
                 "x5c": [base64.b64encode(der).decode()],
                 "x5t#S256": b64url(hashlib.sha256(der).digest())}
 
     def sign(self, payload: Mapping[str, Any]) -> str:
-        head = b64url(json.dumps(self.header(), separators=(",", ":")).encode())
-        body = b64url(json.dumps(payload, separators=(",", ":")).encode())
-        signing_input = f"{head}.{body}".encode()
-        signature = self.key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-        return f"{head}.{body}.{b64url(signature)}"
+        return jose.sign(payload, self.key, headers=self.header())
 
 
 def wrapping_key_from_claims(claims: Mapping[str, Any]) -> tuple[str | None, rsa.RSAPublicKey]:

@@ -1,9 +1,12 @@
 """Attestation-token verification pinned per trusted authority (TS-1..TS-4, TS-7).
 
-A token is accepted only when all of these hold, checked in this order:
+The checks are :mod:`enclavekit.jose`'s (the shared JOSE module on PyJWT); this module adds
+the trusted authorities and their JWKS. A token is accepted only when all of these hold,
+checked in this order:
 
-1. It is a compact JWS of exactly three base64url parts whose header and payload are strict
-   JSON objects (duplicate keys refused, TS-7) and whose header has no ``crit``.
+1. It is a compact JWS of at most 64 KiB in exactly three parts of unpadded, canonical
+   base64url whose header and payload are strict JSON objects (duplicate keys refused, TS-7)
+   and whose header has no ``crit``.
 2. ``alg`` is exactly ``RS256``. The algorithm is pinned here, never chosen from the header:
    ``none``, ``HS256`` (with whatever secret), ``ES256``, ``PS256``, ``rs256`` are all refused
    (TS-1, TS-2).
@@ -22,7 +25,6 @@ Any failure raises :class:`~enclavekit.errors.TokenRejected` naming the check.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,20 +33,15 @@ from typing import Any, Final
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .._codec import JSONError, b64url_decode, strict_json
-from ..errors import TokenRejected
+from .. import jose
+from ..errors import InvalidToken, TokenRejected
 from .policy import normalize_authority
 
 __all__ = ["PINNED_ALG", "TokenVerifier", "TrustedAuthority", "VerifiedToken"]
 
 PINNED_ALG: Final = "RS256"
-_MAX_TOKEN: Final = 64 * 1024
-_MAX_JWKS: Final = 1024 * 1024
-_MIN_RSA_BITS: Final = 2048
 
 
 @dataclass(frozen=True)
@@ -89,29 +86,6 @@ class VerifiedToken:
     claims: Mapping[str, Any]
 
 
-def _rsa_from_jwk(entry: Mapping[str, Any]) -> rsa.RSAPublicKey | None:
-    """The RSA public key of a JWKS entry (``x5c[0]`` preferred), or ``None`` if unusable."""
-    if entry.get("kty") != "RSA" or entry.get("alg", PINNED_ALG) != PINNED_ALG:
-        return None
-    if entry.get("use", "sig") != "sig":
-        return None
-    key: object = None
-    chain = entry.get("x5c")
-    try:
-        if isinstance(chain, list) and chain and isinstance(chain[0], str):
-            key = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True)) \
-                .public_key()
-        elif isinstance(entry.get("n"), str) and isinstance(entry.get("e"), str):
-            n = int.from_bytes(b64url_decode(entry["n"]), "big")
-            e = int.from_bytes(b64url_decode(entry["e"]), "big")
-            key = rsa.RSAPublicNumbers(e, n).public_key()
-    except ValueError:
-        return None
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < _MIN_RSA_BITS:
-        return None
-    return key
-
-
 class TokenVerifier:
     """Verifies attestation tokens against a fixed set of trusted authorities.
 
@@ -147,70 +121,35 @@ class TokenVerifier:
         Raises:
             TokenRejected: the token fails a check (the message names it).
         """
-        if not isinstance(token, str) or not token:
-            raise TokenRejected("token: expected a compact JWS string")
-        if len(token) > _MAX_TOKEN:
-            raise TokenRejected(f"token: {len(token)} bytes, the limit is {_MAX_TOKEN}")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise TokenRejected(f"token: a compact JWS has 3 parts, found {len(parts)}")
         try:
-            header = strict_json(b64url_decode(parts[0]))
-            claims = strict_json(b64url_decode(parts[1]))
-            signature = b64url_decode(parts[2])
-        except (JSONError, ValueError) as exc:
-            raise TokenRejected(f"token: does not decode: {exc}") from exc
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise TokenRejected("token: header and payload must be JSON objects")
-        if "crit" in header:
-            raise TokenRejected("token: critical header parameters are not supported")
-        if header.get("alg") != PINNED_ALG:
-            raise TokenRejected(f"token: algorithm {header.get('alg')!r} refused; "
-                                f"only {PINNED_ALG} is accepted")
+            return self._verify(token, self._clock() if now is None else now)
+        except InvalidToken as exc:
+            raise TokenRejected(f"token: {exc}") from exc
+
+    def _verify(self, token: object, now: float) -> VerifiedToken:
+        jws = jose.decode(token)  # at most jose.MAX_TOKEN (64 KiB)
+        claims = jws.claims()
+        jose.check_alg(jws, (PINNED_ALG,))
         issuer = claims.get("iss")
         if not isinstance(issuer, str):
-            raise TokenRejected("token: iss claim is missing")
+            raise InvalidToken("iss claim is missing")
         authority = self._authorities.get(normalize_authority(issuer))
         if authority is None:
-            raise TokenRejected(f"token: issuer {issuer!r} is not a trusted authority")
-        kid = header.get("kid")
+            raise InvalidToken(f"issuer {issuer!r} is not a trusted authority")
+        kid = jws.header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise TokenRejected("token: kid header is missing")
+            raise InvalidToken("kid header is missing")
         key = self._key(authority, kid)
-        try:
-            key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"),
-                       padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature as exc:
-            raise TokenRejected("token: signature does not verify with the authority's key "
-                                f"{kid!r}") from exc
-        self._check_times(claims, self._clock() if now is None else now)
-        return VerifiedToken(issuer, authority.normalized, kid, header, claims)
-
-    def _check_times(self, claims: Mapping[str, Any], now: float) -> None:
-        def number(name: str) -> float | None:
-            value = claims.get(name)
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TokenRejected(f"token: {name} must be a NumericDate")
-            return float(value)
-        exp = number("exp")
-        if exp is None:
-            raise TokenRejected("token: exp claim is missing")
-        if now >= exp + self._leeway:
-            raise TokenRejected(f"token: expired at {int(exp)} (now {int(now)})")
-        nbf = number("nbf")
-        if nbf is not None and now + self._leeway < nbf:
-            raise TokenRejected(f"token: not valid before {int(nbf)} (now {int(now)})")
-        iat = number("iat")
-        if iat is not None and now + self._leeway < iat:
-            raise TokenRejected(f"token: issued in the future ({int(iat)}, now {int(now)})")
+        jose.verify_signature(jws, key, algorithms=(PINNED_ALG,),
+                              key_name=f"the authority's key {kid!r}")
+        jose.check_times(claims, at=now, leeway=self._leeway)
+        return VerifiedToken(issuer, authority.normalized, kid, jws.header, claims)
 
     def _key(self, authority: TrustedAuthority, kid: str) -> rsa.RSAPublicKey:
         if authority.keys is not None:
             key = authority.keys.get(kid)
             if key is None:
-                raise TokenRejected(f"token: kid {kid!r} is not a key of {authority.normalized}")
+                raise InvalidToken(f"kid {kid!r} is not a key of {authority.normalized}")
             return key
         with self._lock:
             now = self._clock()
@@ -223,32 +162,13 @@ class TokenVerifier:
             assert cached is not None
             key = cached[1].get(kid)
         if key is None:
-            raise TokenRejected(f"token: kid {kid!r} is not a key of {authority.normalized}")
+            raise InvalidToken(f"kid {kid!r} is not a key of {authority.normalized}")
         return key
 
     def _fetch(self, authority: TrustedAuthority) -> dict[str, rsa.RSAPublicKey]:
-        url = authority.certs_url
+        if self._http is None:
+            self._http = httpx.Client(timeout=5.0, follow_redirects=False)
         try:
-            if self._http is None:
-                self._http = httpx.Client(timeout=5.0, follow_redirects=False)
-            response = self._http.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise TokenRejected(f"cannot fetch the keys of {authority.normalized} from {url}: "
-                                f"{type(exc).__name__}") from exc
-        if response.status_code != 200 or len(response.content) > _MAX_JWKS:
-            raise TokenRejected(f"cannot fetch the keys of {authority.normalized} from {url}: "
-                                f"HTTP {response.status_code}")
-        try:
-            doc = strict_json(response.content)
-        except JSONError as exc:
-            raise TokenRejected(f"keys of {authority.normalized}: {exc}") from exc
-        entries = doc.get("keys") if isinstance(doc, dict) else None
-        if not isinstance(entries, list):
-            raise TokenRejected(f"keys of {authority.normalized}: not a JWKS document")
-        keys: dict[str, rsa.RSAPublicKey] = {}
-        for entry in entries:
-            if isinstance(entry, dict) and isinstance(entry.get("kid"), str):
-                key = _rsa_from_jwk(entry)
-                if key is not None and entry["kid"] not in keys:
-                    keys[entry["kid"]] = key
-        return keys
+            return jose.jwks_keys(jose.fetch_jwks(authority.certs_url, client=self._http))
+        except InvalidToken as exc:
+            raise InvalidToken(f"keys of {authority.normalized}: {exc}") from None

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..._codec import strict_json
 from ..._net import read_body
 from ...errors import (
     AttestationRequestError,
@@ -43,7 +44,6 @@ from ...errors import (
     QuoteFormatError,
     VerificationFailed,
 )
-from .jws import strict_json
 from .openapi import openapi_document
 from .service import AttestationService
 

@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...jose import b64url
 from ...sgx.structs import ReportBody
 from ..policy import Claim, Evaluation, policy_hash
-from .jws import b64url
 from .tokens import new_jti, time_claims
 
 __all__ = ["Appraisal", "HeldData", "incoming_claims", "quote_claims", "token_claims"]

@@ -15,10 +15,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from ..._codec import strict_json
 from ...dcap.quote import OE_REPORT_HEADER_SIZE
 from ...errors import AttestationRequestError
 from .claims import HeldData
-from .jws import b64decode_any, strict_json
+from .jws import b64decode_any
 
 __all__ = ["MAX_NONCE", "AttestRequest", "parse_attest_request"]
 

@@ -21,9 +21,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ...errors import AttestationRequestError
+from ...jose import b64url
 from ..policy import Policy, evaluate, parse_policy
 from .claims import Appraisal, held_claims, incoming_claims, quote_claims, token_claims
-from .jws import Jws, b64decode_any, b64url, load_x5c_cert, parse_jws, std_b64
+from .jws import Jws, b64decode_any, load_x5c_cert, parse_jws, std_b64
 from .request import parse_attest_request
 from .state import (
     Mode,

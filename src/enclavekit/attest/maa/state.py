@@ -35,8 +35,9 @@ from cryptography.x509.oid import NameOID
 
 from ..._fs import atomic_write
 from ...errors import AttestationError, AttestationRequestError
+from ...jose import b64url, b64url_json
 from ..policy import DEFAULT_SGX_POLICY
-from .jws import b64url, b64url_json, std_b64
+from .jws import std_b64
 
 __all__ = ["ATTESTATION_TYPES", "MODES", "Mode", "ServiceState", "SigningKey", "StoredPolicy",
            "canonical_type", "cert_thumbprint", "default_policy_jws"]

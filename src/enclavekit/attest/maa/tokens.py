@@ -12,10 +12,9 @@ import math
 import secrets
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .jws import b64url_json
+from ... import jose
 
 __all__ = ["ATTESTATION_TOKEN_LIFETIME", "POLICY_TOKEN_LIFETIME", "new_jti", "sign_token",
            "time_claims", "unsecured_token"]
@@ -25,9 +24,6 @@ ATTESTATION_TOKEN_LIFETIME = 8 * 3600
 
 POLICY_TOKEN_LIFETIME = 3600
 """Seconds a policy / certificate-management response token is valid."""
-
-_NONE_HEADER = b64url_json({"alg": "none"})
-
 
 def time_claims(now: float, lifetime: int) -> dict[str, int]:
     """``iat``, ``nbf`` (both ``floor(now)``) and ``exp``."""
@@ -42,10 +38,9 @@ def new_jti() -> str:
 
 def sign_token(claims: dict[str, Any], key: rsa.RSAPrivateKey, *, kid: str, jku: str) -> str:
     """An RS256 JWT over ``claims``."""
-    return jwt.encode(claims, key, algorithm="RS256",
-                      headers={"jku": jku, "kid": kid, "typ": "JWT"})
+    return jose.sign(claims, key, headers={"jku": jku, "kid": kid, "typ": "JWT"})
 
 
 def unsecured_token(claims: dict[str, Any]) -> str:
     """An unsecured JWT (``{"alg":"none"}``, empty signature)."""
-    return f"{_NONE_HEADER}.{b64url_json(claims)}."
+    return jose.unsecured(claims)
