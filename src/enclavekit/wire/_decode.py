@@ -28,16 +28,16 @@ import msgpack  # type: ignore[import-untyped]  # no stubs published
 from ._faults import Fault, Miss, fault_at, short
 from ._kinds import ARRAY, BIN, BOOL, EXT, FLOAT, INT, KIND, MAP, NIL, STR
 from ._nodes import (
-    Blob,
-    Dataclass,
-    Dict,
-    Float,
-    List,
-    Literal,
+    BlobNode,
+    DataclassNode,
+    DictNode,
+    FloatNode,
+    ListNode,
+    LiteralNode,
     Node,
-    Scalar,
-    Tuple,
-    Union,
+    ScalarNode,
+    TupleNode,
+    UnionNode,
 )
 from ._reader import Reader, finish, snapshot
 from .limits import Limits, Tally, depth_fault
@@ -73,7 +73,7 @@ def unpack_small(data: bytes) -> object:
         return Miss
 
 
-class ScalarDec(Scalar):
+class ScalarDec(ScalarNode):
     def dec(self, r: Reader, depth: int) -> object:
         first = r.peek()
         if KIND[first] != self.kind:
@@ -86,7 +86,7 @@ class ScalarDec(Scalar):
         return plain
 
 
-class FloatDec(Float):
+class FloatDec(FloatNode):
     def dec(self, r: Reader, depth: int) -> object:
         first = r.peek()
         if KIND[first] != FLOAT:
@@ -102,7 +102,7 @@ class FloatDec(Float):
         return plain
 
 
-class BlobDec(Blob):
+class BlobDec(BlobNode):
     def dec(self, r: Reader, depth: int) -> object:
         first = r.peek()
         if KIND[first] != self.kind:
@@ -116,7 +116,7 @@ class BlobDec(Blob):
         return plain
 
 
-class LiteralDec(Literal):
+class LiteralDec(LiteralNode):
     def dec(self, r: Reader, depth: int) -> object:
         first = r.peek()
         kind = KIND[first]
@@ -135,7 +135,7 @@ class LiteralDec(Literal):
         return plain
 
 
-class ListDec(List):
+class ListDec(ListNode):
     def dec(self, r: Reader, depth: int) -> object:
         if depth >= r.limits.max_depth:
             raise depth_fault(r.limits)
@@ -157,7 +157,7 @@ class ListDec(List):
         return [conv(v, cx, depth + 1) for v in plain]
 
 
-class TupleDec(Tuple):
+class TupleDec(TupleNode):
     def dec(self, r: Reader, depth: int) -> object:
         if depth >= r.limits.max_depth:
             raise depth_fault(r.limits)
@@ -181,7 +181,7 @@ class TupleDec(Tuple):
         return tuple(self.node(i).conv(v, cx, depth + 1) for i, v in enumerate(plain))
 
 
-class DictDec(Dict):
+class DictDec(DictNode):
     def dec(self, r: Reader, depth: int) -> object:
         if depth >= r.limits.max_depth:
             raise depth_fault(r.limits)
@@ -213,7 +213,7 @@ class DictDec(Dict):
         return out
 
 
-class DataclassDec(Dataclass):
+class DataclassDec(DataclassNode):
     def dec(self, r: Reader, depth: int) -> object:
         if depth >= r.limits.max_depth:
             raise depth_fault(r.limits)
@@ -262,7 +262,7 @@ class DataclassDec(Dataclass):
             raise Miss from None
 
 
-class UnionDec(Union):
+class UnionDec(UnionNode):
     def dec(self, r: Reader, depth: int) -> object:
         first = r.peek()
         member = self.by_kind.get(KIND[first])

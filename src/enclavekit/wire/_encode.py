@@ -21,16 +21,16 @@ from ._faults import Fault, fault_at, found, int_text, short
 from ._kinds import INT, STR
 from ._nodes import (
     LITERAL_TYPES,
-    Blob,
-    Dataclass,
-    Dict,
-    Float,
-    List,
-    Literal,
+    BlobNode,
+    DataclassNode,
+    DictNode,
+    FloatNode,
+    ListNode,
+    LiteralNode,
     Node,
-    Scalar,
-    Tuple,
-    Union,
+    ScalarNode,
+    TupleNode,
+    UnionNode,
 )
 from .limits import Limits, Tally, depth_fault, size_text
 
@@ -42,7 +42,7 @@ _INT_MAX = (1 << 64) - 1
 _EXACT_FLOAT_INT = 1 << 53
 
 
-class ScalarEnc(Scalar):
+class ScalarEnc(ScalarNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if type(value) is not self.pytype:
             raise Fault(f"expected {self.label}, found {found(value)}")
@@ -51,7 +51,7 @@ class ScalarEnc(Scalar):
         return value
 
 
-class FloatEnc(Float):
+class FloatEnc(FloatNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if type(value) is int:
             if abs(value) > _EXACT_FLOAT_INT:
@@ -64,7 +64,7 @@ class FloatEnc(Float):
         return value
 
 
-class BlobEnc(Blob):
+class BlobEnc(BlobNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if type(value) is not self.pytype:
             hint = " (pass bytes(value))" if isinstance(value, bytearray | memoryview) else ""
@@ -77,7 +77,7 @@ class BlobEnc(Blob):
         return value
 
 
-class LiteralEnc(Literal):
+class LiteralEnc(LiteralNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if not self.accepts(value):
             if type(value) in LITERAL_TYPES:
@@ -86,7 +86,7 @@ class LiteralEnc(Literal):
         return value
 
 
-class ListEnc(List):
+class ListEnc(ListNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if type(value) is not list:
             raise Fault(f"expected {self.label}, found {found(value)}")
@@ -103,7 +103,7 @@ class ListEnc(List):
         return out
 
 
-class TupleEnc(Tuple):
+class TupleEnc(TupleNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if type(value) is not tuple:
             raise Fault(f"expected {self.label}, found {found(value)}")
@@ -121,7 +121,7 @@ class TupleEnc(Tuple):
         return out
 
 
-class DictEnc(Dict):
+class DictEnc(DictNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if type(value) is not dict:
             raise Fault(f"expected {self.label}, found {found(value)}")
@@ -143,7 +143,7 @@ class DictEnc(Dict):
         return out
 
 
-class DataclassEnc(Dataclass):
+class DataclassEnc(DataclassNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         if type(value) is not self.cls:
             raise Fault(f"expected {self.label}, found {found(value)}")
@@ -160,7 +160,7 @@ class DataclassEnc(Dataclass):
         return out
 
 
-class UnionEnc(Union):
+class UnionEnc(UnionNode):
     def enc(self, value: object, cx: Tally, depth: int) -> object:
         for m in self.members:
             if m.accepts(value):

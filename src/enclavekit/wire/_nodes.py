@@ -16,8 +16,8 @@ from ._kinds import ARRAY, BIN, BOOL, FLOAT, INT, KIND_NAME, MAP, NIL, STR
 from ._reader import Reader
 from .limits import Tally
 
-__all__ = ["LITERAL_TYPES", "Blob", "Dataclass", "Dict", "Float", "List", "Literal", "Node",
-           "Scalar", "Tuple", "Union"]
+__all__ = ["LITERAL_TYPES", "BlobNode", "DataclassNode", "DictNode", "FloatNode", "ListNode",
+           "LiteralNode", "Node", "ScalarNode", "TupleNode", "UnionNode"]
 
 
 class Node:
@@ -41,7 +41,7 @@ class Node:
         raise NotImplementedError
 
 
-class Scalar(Node):
+class ScalarNode(Node):
     """``int``, ``bool`` and ``None``: the msgpack kind and the Python type must both match."""
 
     def __init__(self, pytype: type, kind: int, label: str) -> None:
@@ -54,7 +54,7 @@ class Scalar(Node):
         return type(value) is self.pytype
 
 
-class Float(Node):
+class FloatNode(Node):
     kinds = frozenset({FLOAT})
     label = "float"
 
@@ -62,7 +62,7 @@ class Float(Node):
         return type(value) is float
 
 
-class Blob(Node):
+class BlobNode(Node):
     """``str`` and ``bytes``: declared length checked before the body is read."""
 
     def __init__(self, pytype: type, kind: int) -> None:
@@ -79,7 +79,7 @@ LITERAL_TYPES = {str: STR, bytes: BIN, int: INT, bool: BOOL, type(None): NIL}
 """The types a ``Literal`` value may have, and their msgpack kinds."""
 
 
-class Literal(Node):
+class LiteralNode(Node):
     def __init__(self, values: tuple[object, ...], label: str) -> None:
         for v in values:
             if type(v) not in LITERAL_TYPES:
@@ -92,7 +92,7 @@ class Literal(Node):
         return type(value) in LITERAL_TYPES and (type(value), value) in self.allowed
 
 
-class List(Node):
+class ListNode(Node):
     kinds = frozenset({ARRAY})
 
     def __init__(self, item: Node, label: str) -> None:
@@ -103,7 +103,7 @@ class List(Node):
         return type(value) is list
 
 
-class Tuple(Node):
+class TupleNode(Node):
     """``tuple[A, B]`` (fixed) or ``tuple[T, ...]`` (``fixed`` is None)."""
 
     kinds = frozenset({ARRAY})
@@ -128,7 +128,7 @@ class Tuple(Node):
             raise Fault(f"expected {self.label} of {len(self.fixed)} elements, found {n}")
 
 
-class Dict(Node):
+class DictNode(Node):
     kinds = frozenset({MAP})
 
     def __init__(self, key: Node, value: Node, label: str) -> None:
@@ -140,7 +140,7 @@ class Dict(Node):
         return type(value) is dict
 
 
-class Dataclass(Node):
+class DataclassNode(Node):
     """A dataclass: a map of exactly its declared fields, built by its own ``__init__``."""
 
     kinds = frozenset({MAP})
@@ -154,7 +154,7 @@ class Dataclass(Node):
         return type(value) is self.cls
 
 
-class Union(Node):
+class UnionNode(Node):
     """Members of distinct msgpack kinds: the wire kind alone picks the member."""
 
     def __init__(self, members: tuple[Node, ...], label: str) -> None:
@@ -170,7 +170,7 @@ class Union(Node):
                     )
                 self.by_kind[k] = m
         self.kinds = frozenset(self.by_kind)
-        self.float = next((m for m in members if isinstance(m, Float)), None)
+        self.float = next((m for m in members if isinstance(m, FloatNode)), None)
 
     def accepts(self, value: object) -> bool:
         return any(m.accepts(value) for m in self.members)
