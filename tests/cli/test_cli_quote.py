@@ -234,3 +234,23 @@ def test_show_of_a_flipped_quote_is_decoded_or_typed(offset: int, bit: int) -> N
         json.dumps(describe(quote, oe_header=False, trailing=0))
     except QuoteFormatError:
         pass
+
+
+def test_show_and_verify_a_chain_wrapped_at_76_columns_with_crlf(tmp_path: Path) -> None:
+    """The real quote's chain re-wrapped here (76 columns, CRLF, certificates root first)."""
+    import dataclasses
+
+    from enclavekit.dcap.certdata import CertificationData
+    from tests.dcap.test_certdata import DERS, QUOTE, wrap
+
+    quote = dataclasses.replace(QUOTE, certification_data=CertificationData(
+        5, wrap(DERS[::-1], 76, b"\r\n")))
+    path = tmp_path / "q76.bin"
+    path.write_bytes(quote.to_bytes())
+    view = json.loads(_run("show", str(path), "--json").stdout)
+    assert view["pck"]["sgx_extension"]["fmspc"] == "00a067110000"
+    assert "SGX PCK Certificate" in view["pck"]["certificates"][0]["subject"]
+    assert view["certification_data"]["pem"][0].startswith("-----BEGIN CERTIFICATE-----\r\n")
+    result = _run("verify", str(path), "--collateral", str(vector(PHALA_C)), "--at", PHALA_AT)
+    assert result.exit_code == 0, result.output
+    assert "ConfigurationAndSWHardeningNeeded" in result.stdout

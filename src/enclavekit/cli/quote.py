@@ -19,6 +19,7 @@ from typing import Any
 import click
 from cryptography import x509
 
+from ..dcap.certdata import certificate_view
 from ..dcap.collateral import Collateral, fetch_for_quote
 from ..dcap.pckext import PckExtension
 from ..dcap.quote import OE_REPORT_HEADER_SIZE, Quote, unwrap_oe_report
@@ -53,16 +54,7 @@ def _pck_view(quote: Quote) -> dict[str, Any] | None:
     if quote.certification_data.type != 5:
         return None
     chain = quote.certification_data.pck_chain()
-    try:
-        certificates = [{"subject": c.subject.rfc4514_string(),
-                         "issuer": c.issuer.rfc4514_string(),
-                         "serial": format(c.serial_number, "x"),
-                         "not_before": c.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         "not_after": c.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                        for c in chain]
-    except (ValueError, TypeError) as exc:  # pyca decodes names lazily
-        raise QuoteFormatError(f"PCK chain certificate does not decode: {exc}") from exc
-    view: dict[str, Any] = {"certificates": certificates}
+    view: dict[str, Any] = {"certificates": [certificate_view(c) for c in chain]}
     try:
         view["sgx_extension"] = PckExtension.from_certificate(chain[0]).to_dict()
     except CollateralFormatError as exc:
