@@ -254,3 +254,19 @@ def test_show_and_verify_a_chain_wrapped_at_76_columns_with_crlf(tmp_path: Path)
     result = _run("verify", str(path), "--collateral", str(vector(PHALA_C)), "--at", PHALA_AT)
     assert result.exit_code == 0, result.output
     assert "ConfigurationAndSWHardeningNeeded" in result.stdout
+
+
+@pytest.mark.parametrize(("offset", "value", "text"), [
+    (2, (3).to_bytes(2, "little"), "attestation key type 3 (ECDSA-384-with-P-384)"),
+    (4, (0x81).to_bytes(4, "little"), "TEE type 0x81 (TDX)"),
+])
+def test_verify_other_key_or_tee_type_is_unsupported_quote(
+        tmp_path: Path, offset: int, value: bytes, text: str) -> None:
+    data = bytearray(vector(PHALA_Q).read_bytes())
+    data[offset:offset + len(value)] = value
+    path = tmp_path / "q.bin"
+    path.write_bytes(bytes(data))
+    args = ("verify", str(path), "--collateral", str(vector(PHALA_C)), "--at", PHALA_AT)
+    _one_line_error(_run(*args), "unsupported_quote", text)
+    view = json.loads(_run(*args, "--json").stdout)
+    assert view["error"] == "unsupported_quote" and text in view["detail"]

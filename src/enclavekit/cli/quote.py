@@ -24,7 +24,7 @@ from ..dcap.collateral import Collateral, fetch_for_quote
 from ..dcap.pckext import PckExtension
 from ..dcap.quote import OE_REPORT_HEADER_SIZE, Quote, unwrap_oe_report
 from ..dcap.roots import load_roots
-from ..dcap.verify import Verifier
+from ..dcap.verify import Verifier, parse_quote
 from ..errors import (
     AttestationError,
     CollateralFormatError,
@@ -150,7 +150,7 @@ def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
     at = parse_time(at_text) if at_text else None
     try:
         data, _ = read_quote(quote_file)
-        quote = Quote.parse(data)
+        quote = parse_quote(data)
         roots: list[x509.Certificate] | None = None
         if trust_roots:
             roots = [r for path in trust_roots for r in load_roots(Path(path).read_bytes())]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -55,16 +56,18 @@ from .collateral import Collateral
 from .ecdsa import public_key_from_raw, verify_raw
 from .pckext import SGX_TYPES, PckExtension
 from .quote import (
+    ATT_KEY_TYPE_ECDSA_P256,
     CERT_TYPE_PCK_CHAIN,
     INTEL_QE_VENDOR_ID,
     TEE_TYPE_SGX,
+    TEE_TYPE_TDX,
     Quote,
     check_certificate_envelope,
 )
 from .roots import intel_sgx_root_ca, load_pem_chain
 from .tcbinfo import QeIdentity, TcbInfo, converge_qe_status
 
-__all__ = ["CHECKS", "VerificationResult", "Verifier", "verify_quote"]
+__all__ = ["CHECKS", "VerificationResult", "Verifier", "parse_quote", "verify_quote"]
 
 CHECKS = {
     "unsupported_quote": "not an SGX ECDSA-P256 quote from Intel's QE, or no PCK chain",
@@ -466,7 +469,7 @@ class Verifier:
             VerificationFailed: a named check failed (``.check``; see :data:`CHECKS`).
         """
         when = _when(at)
-        q = quote if isinstance(quote, Quote) else Quote.parse(quote)
+        q = quote if isinstance(quote, Quote) else parse_quote(quote)
         self._check_header(q)
         chain_pem = self._chain_pem(q, collateral)
         ckey = collateral if self._size else None
@@ -522,10 +525,7 @@ class Verifier:
 
     @staticmethod
     def _check_header(q: Quote) -> None:
-        if q.header.tee_type != TEE_TYPE_SGX:
-            raise VerificationFailed(
-                "unsupported_quote",
-                f"TEE type {q.header.tee_type:#x} is not SGX; only SGX quotes are verified here")
+        _check_types(q.header.att_key_type, q.header.tee_type)
         if q.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
             raise VerificationFailed(
                 "unsupported_quote",
@@ -725,6 +725,41 @@ class Verifier:
 
 
 _QE_AT = ReportBody.OFFSETS
+_KEY_TYPES = {0: "EPID", 1: "reserved", 2: "ECDSA-256-with-P-256", 3: "ECDSA-384-with-P-384"}
+"""``sgx_ql_attestation_algorithm_id_t`` (Intel's sgx_quote_3.h); DCAP signs with 2 only."""
+_TEE_TYPES = {TEE_TYPE_SGX: "SGX", TEE_TYPE_TDX: "TDX"}
+
+
+def _check_types(key_type: int, tee_type: int) -> None:
+    """D.1: only ECDSA-P256 attestation keys and SGX enclaves are verified here."""
+    if key_type != ATT_KEY_TYPE_ECDSA_P256:
+        raise VerificationFailed(
+            "unsupported_quote",
+            f"attestation key type {key_type} ({_KEY_TYPES.get(key_type, 'unknown')}) is not "
+            "supported; only 2 (ECDSA-256-with-P-256) is verified here")
+    if tee_type != TEE_TYPE_SGX:
+        raise VerificationFailed(
+            "unsupported_quote",
+            f"TEE type {tee_type:#x} ({_TEE_TYPES.get(tee_type, 'unknown')}) is not SGX; only "
+            "SGX quotes are verified here")
+
+
+def parse_quote(data: bytes) -> Quote:
+    """Parse a quote for verification: its key and TEE types are checked before the rest.
+
+    A quote of another attestation-key or TEE type lays its signature data out differently,
+    so parsing it as an ECDSA-P256 SGX quote would fail as malformed; this names the type
+    instead. Other header faults (too short, unknown version) are the parser's.
+
+    Raises:
+        VerificationFailed: ``unsupported_quote`` naming the key or TEE type found.
+        QuoteFormatError: the quote does not parse.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)) and len(data) >= 8:
+        version, key_type, tee_type = struct.unpack_from("<HHI", data)
+        if version in (3, 4, 5):
+            _check_types(key_type, tee_type)
+    return Quote.parse(data)
 
 
 def _masked_equal(value: bytes, mask: bytes, expected: bytes) -> bool:
