@@ -258,7 +258,7 @@ def _certificate(der: bytes, what: str) -> x509.Certificate:
 def _label(certs: list[x509.Certificate], i: int) -> str:
     try:
         return f"certificate {i} ({certs[i].subject.rfc4514_string()})"
-    except ValueError:
+    except (ValueError, TypeError):
         return f"certificate {i}"
 
 
@@ -274,9 +274,9 @@ def link_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
     """
     if not certs:
         raise QuoteFormatError("PCK chain holds no certificate")
-    try:
+    try:  # pyca decodes names lazily: a malformed one fails here
         names = [(c.issuer.public_bytes(), c.subject.public_bytes()) for c in certs]
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise QuoteFormatError(f"PCK chain: a certificate name does not decode: {exc}") from exc
     count = len(certs)
     # a leaf issues no other certificate of the chain; a root that issues none is a break
