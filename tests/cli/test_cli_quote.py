@@ -74,7 +74,8 @@ def test_show_qvl_type_1_and_tdx() -> None:
     qvl = json.loads(_run("show", str(vector("intel_qvl_sample_testroot/quote.dat")),
                           "--json").stdout)
     assert qvl["certification_data"]["type"] == 1 and "pck" not in qvl
-    tdx = json.loads(_run("show", str(vector("phala_dcap_qvl/tdx_quote")), "--json").stdout)
+    tdx = json.loads(_run("show", str(vector("phala_dcap_qvl/tdx_quote")), "--json",
+                          "--allow-trailing").stdout)
     assert tdx["header"]["tee"] == "TDX" and tdx["trailing_bytes"] == 70
 
 
@@ -270,3 +271,26 @@ def test_verify_other_key_or_tee_type_is_unsupported_quote(
     _one_line_error(_run(*args), "unsupported_quote", text)
     view = json.loads(_run(*args, "--json").stdout)
     assert view["error"] == "unsupported_quote" and text in view["detail"]
+
+
+def test_trailing_bytes_one_rule_for_show_and_verify(tmp_path: Path) -> None:
+    """Refused by both by default with the same message; accepted and reported by both with
+    --allow-trailing (the verdict is the quote's: the extra bytes are never read)."""
+    path = tmp_path / "padded.bin"
+    path.write_bytes(vector(PHALA_Q).read_bytes() + bytes(70))
+    verify = ("verify", str(path), "--collateral", str(vector(PHALA_C)), "--at", PHALA_AT)
+    refusals = [_run("show", str(path)), _run(*verify)]
+    for result in refusals:
+        _one_line_error(result, "QuoteFormatError: 70 trailing bytes after the signature data")
+    assert refusals[0].stderr == refusals[1].stderr
+    assert json.loads(_run(*verify, "--json").stdout)["error"] == "quote_format"
+    shown = json.loads(_run("show", str(path), "--json", "--allow-trailing").stdout)
+    assert shown["trailing_bytes"] == 70 and shown["size"] == 4600
+    verified = json.loads(_run(*verify, "--json", "--allow-trailing").stdout)
+    assert verified["trailing_bytes"] == 70
+    assert verified["status"] == "ConfigurationAndSWHardeningNeeded"
+    plain = json.loads(_run("verify", str(vector(PHALA_Q)), "--collateral", str(vector(PHALA_C)),
+                            "--at", PHALA_AT, "--json").stdout)
+    assert plain["trailing_bytes"] == 0
+    assert {k: v for k, v in verified.items() if k != "trailing_bytes"} == \
+        {k: v for k, v in plain.items() if k != "trailing_bytes"}

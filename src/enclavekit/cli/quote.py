@@ -1,9 +1,12 @@
 """``enclavekit quote``: decode and verify DCAP quotes (``sample`` lives in ``quote_sample``).
 
-* ``quote show FILE [--json]`` decodes every field of an SGX (or TDX) quote; an Open Enclave
-  report's 16-byte header is detected and stripped; a file of hex text is accepted too.
+* ``quote show FILE [--json] [--allow-trailing]`` decodes every field of an SGX (or TDX) quote;
+  an Open Enclave report's 16-byte header is detected and stripped; a file of hex text is
+  accepted too.
 * ``quote verify QUOTE (--collateral FILE | --pccs URL) [--at TIME] [--trust-root PEM]...
-  [--crl-grace-days N] [--json]`` runs the DCAP verifier. Exit 0 only when every signature and
+  [--crl-grace-days N] [--json] [--allow-trailing]`` runs the DCAP verifier.
+* Both refuse bytes after the signature data unless ``--allow-trailing`` (one rule:
+  docs/attestation.md, "Bytes after the quote"). Exit 0 only when every signature and
   chain check passes (the TCB status is printed either way); otherwise exit 1 naming the
   failed check (``--json``: one object with ``error``).
 """
@@ -100,13 +103,19 @@ def _table(view: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+_ALLOW_TRAILING = click.option(
+    "--allow-trailing", is_flag=True,
+    help="Accept (and report) bytes after the signature data; refused by default.")
+
+
 @group.command("show")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def show(file: str, as_json: bool) -> None:
+@_ALLOW_TRAILING
+def show(file: str, as_json: bool, allow_trailing: bool) -> None:
     """Decode every field of the quote in FILE (binary, hex text or an OE report)."""
     data, oe_header = read_quote(file)
-    quote = Quote.parse(data, allow_trailing=True)
+    quote = Quote.parse(data, allow_trailing=allow_trailing)
     view = describe(quote, oe_header=oe_header, trailing=len(data) - len(quote.to_bytes()))
     click.echo(json.dumps(view, indent=2) if as_json else _table(view))
 
@@ -141,16 +150,17 @@ def _fail_json(error: str, detail: str) -> None:
 @click.option("--crl-grace-days", type=click.IntRange(min=0), default=0, show_default=True,
               help="Accept CRLs this many days past their nextUpdate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_ALLOW_TRAILING
 def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
            at_text: str | None, trust_roots: tuple[str, ...], crl_grace_days: int,
-           as_json: bool) -> None:
+           as_json: bool, allow_trailing: bool) -> None:
     """Verify a DCAP quote; exit 0 only if every signature and chain check passes."""
     if (collateral_file is None) == (pccs_url is None):
         raise click.UsageError("give exactly one of --collateral FILE or --pccs URL")
     at = parse_time(at_text) if at_text else None
     try:
         data, _ = read_quote(quote_file)
-        quote = parse_quote(data)
+        quote = parse_quote(data, allow_trailing=allow_trailing)
         roots: list[x509.Certificate] | None = None
         if trust_roots:
             roots = [r for path in trust_roots for r in load_roots(Path(path).read_bytes())]
@@ -172,6 +182,7 @@ def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
                             else type(exc).__name__), str(exc))
         return
     view = result.to_json()
+    view["trailing_bytes"] = len(data) - len(quote.to_bytes())
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
@@ -179,7 +190,7 @@ def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
         "status", "advisory_ids", "platform_status", "qe_status", "mrenclave", "mrsigner",
         "isvprodid", "isvsvn", "attributes", "debug", "report_data", "fmspc", "pceid",
         "tcb_components", "pcesvn", "tcb_date", "pck_serial", "verified_at",
-        "collateral_next_update")}))
+        "collateral_next_update", "trailing_bytes")}))
 
 
 def register(main: click.Group) -> None:

@@ -744,8 +744,11 @@ def _check_types(key_type: int, tee_type: int) -> None:
             "SGX quotes are verified here")
 
 
-def parse_quote(data: bytes) -> Quote:
+def parse_quote(data: bytes, *, allow_trailing: bool = False) -> Quote:
     """Parse a quote for verification: its key and TEE types are checked before the rest.
+
+    Bytes after the signature data are refused unless ``allow_trailing`` (see
+    :meth:`Quote.parse`); the verifier checks the parsed quote, never those bytes.
 
     A quote of another attestation-key or TEE type lays its signature data out differently,
     so parsing it as an ECDSA-P256 SGX quote would fail as malformed; this names the type
@@ -759,7 +762,7 @@ def parse_quote(data: bytes) -> Quote:
         version, key_type, tee_type = struct.unpack_from("<HHI", data)
         if version in (3, 4, 5):
             _check_types(key_type, tee_type)
-    return Quote.parse(data)
+    return Quote.parse(data, allow_trailing=allow_trailing)
 
 
 def _masked_equal(value: bytes, mask: bytes, expected: bytes) -> bool:
