@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -294,3 +295,48 @@ def test_trailing_bytes_one_rule_for_show_and_verify(tmp_path: Path) -> None:
     assert plain["trailing_bytes"] == 0
     assert {k: v for k, v in verified.items() if k != "trailing_bytes"} == \
         {k: v for k, v in plain.items() if k != "trailing_bytes"}
+
+
+def test_verify_type_1_quote_says_what_it_needs_and_works_with_pck_cert(tmp_path: Path) -> None:
+    """Intel's QVL sample quote carries PPID, CPUSVN, PCESVN (type 1), not its PCK chain."""
+    import dataclasses
+
+    case = cases()["intel_qvl_sample_testroot"]
+    assert case.collateral.pck_certificate_chain is not None
+    bare = tmp_path / "c.json"
+    dataclasses.replace(case.collateral, pck_certificate_chain=None).save(bare)
+    root = tmp_path / "root.pem"
+    root.write_bytes(vector("intel_qvl_sample_testroot/trustedRootCaCert.pem").read_bytes())
+    chain = tmp_path / "pck.pem"
+    chain.write_bytes(case.collateral.pck_certificate_chain)
+    args = ("verify", str(vector("intel_qvl_sample_testroot/quote.dat")), "--collateral",
+            str(bare), "--trust-root", str(root), "--at", case.at.isoformat())
+    _one_line_error(_run(*args), "unsupported_quote", "type 1 (PPID_CLEARTEXT) carries no PCK "
+                    "chain", "--pck-cert", "PCCS that serves it by PPID")
+    ok = _run(*args, "--pck-cert", str(chain), "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["status"] == case.status
+    pccs = _run("verify", str(vector("intel_qvl_sample_testroot/quote.dat")), "--pccs",
+                "http://127.0.0.1:9", "--json")  # refused before any request is made
+    assert json.loads(pccs.stdout)["error"] == "unsupported_quote"
+
+
+def test_show_decodes_certification_data_types(tmp_path: Path) -> None:
+    import dataclasses
+
+    from enclavekit.dcap.certdata import CertificationData
+
+    qvl = json.loads(_run("show", str(vector("intel_qvl_sample_testroot/quote.dat")),
+                          "--json").stdout)["certification_data"]
+    assert qvl["type_name"] == "PPID_CLEARTEXT" and len(qvl["ppid"]) == 32
+    assert len(qvl["cpusvn"]) == 32 and isinstance(qvl["pcesvn"], int) and qvl["pceid"] is None
+    base = Quote.parse(vector(PHALA_Q).read_bytes())
+    leaf = base.certification_data.pck_chain()[0].public_bytes(Encoding.DER)
+    for cert_type, data, key in ((3, bytes(384) + bytes(16) + bytes(4), "encrypted_ppid"),
+                                 (4, leaf, "certificate"), (7, b"manifest", "data")):
+        path = tmp_path / f"t{cert_type}.bin"
+        path.write_bytes(dataclasses.replace(
+            base, certification_data=CertificationData(cert_type, data)).to_bytes())
+        view = json.loads(_run("show", str(path), "--json").stdout)["certification_data"]
+        assert view["type"] == cert_type and key in view, view
+        assert "pck" not in json.loads(_run("show", str(path), "--json").stdout)

@@ -148,3 +148,76 @@ def test_a_re_wrapped_chain_changes_nothing_the_verifier_checks() -> None:
     with pytest.raises(VerificationFailed) as err:
         verify_quote(quote, CASE.collateral, at=CASE.at)
     assert err.value.check == "pck_chain"
+
+
+# --- types 1-4 and 7 decoded; types 1-4 verified with a PCK chain from the collateral ---------
+
+
+def test_types_1_to_3_decode_ppid_cpusvn_pcesvn_pceid() -> None:
+    cpusvn, tail = bytes(range(16)), (13).to_bytes(2, "little") + b"\x00\x00"
+    for cert_type, size, key in ((1, 16, "ppid"), (2, 256, "encrypted_ppid"),
+                                 (3, 384, "encrypted_ppid")):
+        ppid = bytes([cert_type]) * size
+        view = CertificationData(cert_type, ppid + cpusvn + tail).to_dict()
+        assert view[key] == ppid.hex() and view["cpusvn"] == cpusvn.hex()
+        assert (view["pcesvn"], view["pceid"]) == (13, "0000")
+        old = CertificationData(cert_type, ppid + cpusvn + tail[:2]).to_dict()  # no PCE-ID
+        assert old["pceid"] is None
+        with pytest.raises(QuoteFormatError, match=f"type {cert_type} .* expected {size + 20}"):
+            CertificationData(cert_type, ppid + cpusvn).to_dict()
+
+
+def test_type_4_decodes_the_leaf_and_type_7_is_kept_raw() -> None:
+    for leaf in (DERS[0], wrap(DERS[:1], 76)):  # DER or PEM
+        view = CertificationData(4, leaf).to_dict()
+        assert "SGX PCK Certificate" in view["certificate"]["subject"]  # type: ignore[index]
+    with pytest.raises(QuoteFormatError, match="holds 2 certificates"):
+        CertificationData(4, wrap(DERS[:2])).pck_leaf()
+    manifest = CertificationData(7, b"\x01\x02platform manifest")
+    assert manifest.to_dict() == {"type": 7, "type_name": "PLATFORM_MANIFEST", "size": 19,
+                                  "data": b"\x01\x02platform manifest".hex()}
+    quote = dataclasses.replace(QUOTE, certification_data=manifest)
+    assert Quote.parse(quote.to_bytes()).certification_data == manifest
+
+
+def _typed(cert_type: int, data: bytes) -> Quote:
+    return dataclasses.replace(QUOTE, certification_data=CertificationData(cert_type, data))
+
+
+def test_type_4_verifies_with_the_chain_from_the_collateral() -> None:
+    from enclavekit.errors import VerificationFailed
+
+    ca_root = wrap(DERS[1:], nul=False)
+    whole = wrap(DERS, nul=False)
+    for leaf in (DERS[0], wrap(DERS[:1])):
+        for chain in (ca_root, whole):
+            coll = dataclasses.replace(CASE.collateral, pck_certificate_chain=chain)
+            r = verify_quote(_typed(4, leaf), coll, at=CASE.at)
+            assert (r.status, r.advisory_ids, r.mrenclave, r.pck_serial) == BASELINE
+    with pytest.raises(VerificationFailed) as err:
+        verify_quote(_typed(4, DERS[0]), CASE.collateral, at=CASE.at)
+    assert err.value.check == "unsupported_quote"
+    assert "--pck-cert" in str(err.value) and "PCCS that serves it by PPID" in str(err.value)
+    other = dataclasses.replace(CASE.collateral, pck_certificate_chain=wrap(
+        [DERS[1], DERS[1], DERS[2]], nul=False))  # the CA where the leaf should be
+    with pytest.raises(VerificationFailed) as err:
+        verify_quote(_typed(4, DERS[0]), other, at=CASE.at)
+    assert err.value.check in ("certification_data", "pck_chain")
+    with pytest.raises(VerificationFailed) as err:
+        verify_quote(_typed(7, b"manifest"), dataclasses.replace(
+            CASE.collateral, pck_certificate_chain=whole), at=CASE.at)
+    assert err.value.check == "unsupported_quote" and "types 1-5 only" in str(err.value)
+
+
+def test_type_4_leaf_other_than_the_chains_leaf_is_refused() -> None:
+    """Another platform's genuine PCK certificate in the quote, the right chain beside it."""
+    from enclavekit.errors import VerificationFailed
+
+    other = Quote.parse(cases()["mobilecoin_sgx_2023"].quote).certification_data.pck_chain()[0]
+    other_der = other.public_bytes(Encoding.DER)
+    assert other_der != DERS[0]
+    coll = dataclasses.replace(CASE.collateral, pck_certificate_chain=wrap(DERS, nul=False))
+    with pytest.raises(VerificationFailed) as err:
+        verify_quote(_typed(4, other_der), coll, at=CASE.at)
+    assert err.value.check == "certification_data"
+    assert "not the PCK certificate of the supplied chain" in str(err.value)

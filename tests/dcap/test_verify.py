@@ -291,7 +291,7 @@ def test_type_1_certification_data_must_describe_the_pck_platform() -> None:
             verify_quote(bad, case.collateral, trusted_roots=case.roots, at=case.at)
         assert err.value.check == "certification_data", offset
     for cert_type, check in ((2, "certification_data"), (3, "certification_data"),
-                             (4, "unsupported_quote")):
+                             (4, "certification_data"), (7, "unsupported_quote")):
         retyped = dataclasses.replace(q, certification_data=dataclasses.replace(
             q.certification_data, type=cert_type))
         with pytest.raises(VerificationFailed) as err:

@@ -4,7 +4,8 @@
   an Open Enclave report's 16-byte header is detected and stripped; a file of hex text is
   accepted too.
 * ``quote verify QUOTE (--collateral FILE | --pccs URL) [--at TIME] [--trust-root PEM]...
-  [--crl-grace-days N] [--json] [--allow-trailing]`` runs the DCAP verifier.
+  [--crl-grace-days N] [--pck-cert PEM] [--json] [--allow-trailing]`` runs the DCAP verifier
+  (``--pck-cert``: the PCK chain of a quote whose certification data is type 1-4).
 * Both refuse bytes after the signature data unless ``--allow-trailing`` (one rule:
   docs/attestation.md, "Bytes after the quote"). Exit 0 only when every signature and
   chain check passes (the TCB status is printed either way); otherwise exit 1 naming the
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -23,11 +25,11 @@ import click
 from cryptography import x509
 
 from ..dcap.certdata import certificate_view
-from ..dcap.collateral import Collateral, fetch_for_quote
+from ..dcap.collateral import Collateral, fetch, fetch_for_quote, pck_ca_kind
 from ..dcap.pckext import PckExtension
 from ..dcap.quote import OE_REPORT_HEADER_SIZE, Quote, unwrap_oe_report
 from ..dcap.roots import load_roots
-from ..dcap.verify import Verifier, parse_quote
+from ..dcap.verify import Verifier, check_pck_chain_source, parse_quote
 from ..errors import (
     AttestationError,
     CollateralFormatError,
@@ -149,11 +151,14 @@ def _fail_json(error: str, detail: str) -> None:
               help="Trusted root CA (PEM/DER); repeatable. Default: Intel's SGX Root CA only.")
 @click.option("--crl-grace-days", type=click.IntRange(min=0), default=0, show_default=True,
               help="Accept CRLs this many days past their nextUpdate.")
+@click.option("--pck-cert", "pck_cert", type=click.Path(exists=True, dir_okay=False),
+              help="PEM PCK chain (leaf, CA, root; for type 4 the CA and root suffice) for a "
+                   "quote whose certification data is type 1-4.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_ALLOW_TRAILING
 def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
            at_text: str | None, trust_roots: tuple[str, ...], crl_grace_days: int,
-           as_json: bool, allow_trailing: bool) -> None:
+           pck_cert: str | None, as_json: bool, allow_trailing: bool) -> None:
     """Verify a DCAP quote; exit 0 only if every signature and chain check passes."""
     if (collateral_file is None) == (pccs_url is None):
         raise click.UsageError("give exactly one of --collateral FILE or --pccs URL")
@@ -164,11 +169,16 @@ def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
         roots: list[x509.Certificate] | None = None
         if trust_roots:
             roots = [r for path in trust_roots for r in load_roots(Path(path).read_bytes())]
+        pck_chain = Path(pck_cert).read_bytes() if pck_cert else None
         if collateral_file is not None:
             collateral = Collateral.load(collateral_file)
         else:
             assert pccs_url is not None
-            collateral = fetch_for_quote(pccs_url, quote)
+            check_pck_chain_source(quote, pck_chain)  # before asking the service
+            collateral = (fetch(pccs_url, *pck_ca_kind(quote, pck_chain)) if pck_chain
+                          else fetch_for_quote(pccs_url, quote))
+        if pck_chain is not None:
+            collateral = dataclasses.replace(collateral, pck_certificate_chain=pck_chain)
         verifier = Verifier(roots, crl_grace=timedelta(days=crl_grace_days), cache_size=0)
         result = verifier.verify(quote, collateral, at=at)
     except EnclaveKitError as exc:
