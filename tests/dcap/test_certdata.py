@@ -39,6 +39,11 @@ def wrap(ders: list[bytes], width: int = 64, eol: bytes = b"\n", nul: bool = Tru
     return out + (b"\x00" if nul else b"")
 
 
+def _second_line_end_to_cr(data: bytes) -> bytes:
+    i = data.index(b"\n", data.index(b"\n") + 1)
+    return data[:i] + b"\r" + data[i + 1:]
+
+
 def with_chain(data: bytes) -> Quote:
     return dataclasses.replace(QUOTE, certification_data=CertificationData(5, data))
 
@@ -86,13 +91,16 @@ def test_line_ends_between_blocks_are_allowed() -> None:
     (b"intro\n" + wrap(DERS), r"stray bytes outside PEM blocks at offset 0"),
     (wrap(DERS).replace(b"-----END CERTIFICATE-----\n-----BEGIN",
                         b"-----END CERTIFICATE-----\nnote\n-----BEGIN", 1), "stray bytes"),
-    (wrap(DERS).replace(b"\n", b"\r", 3), "stray bytes|stray CR"),
+    (wrap(DERS).replace(b"\n", b"\r", 1), "certificate 0 has a BEGIN line not ended by LF"),
+    (_second_line_end_to_cr(wrap(DERS)), "certificate 0 has a base64 line .* stray CR"),
+    (wrap(DERS)[:200], "certificate 0 has no END CERTIFICATE line"),
     (re.sub(rb"\nM", b"\n*", wrap(DERS), count=1), "certificate 0 is not valid base64"),
     (wrap(DERS).replace(b"\n", b"\n\n", 2), "line that is empty"),
     (wrap([b"\x30\x03\x02\x01\x01", *DERS[1:]]), "certificate 0 does not parse"),
     (b"garbage", "holds no PEM certificate"),
     (b"", "holds no PEM certificate"),
-], ids=["trailing-junk", "leading-text", "text-between", "bare-CR", "bad-char", "blank-line",
+], ids=["trailing-junk", "leading-text", "text-between", "bare-CR-begin", "bare-CR-line",
+        "no-end", "bad-char", "blank-line",
         "not-a-certificate", "garbage", "empty"])
 def test_what_is_not_pem_of_certificates_is_refused(data: bytes, match: str) -> None:
     with pytest.raises(QuoteFormatError, match=match) as err:

@@ -67,10 +67,11 @@ CERTIFICATION_DATA_TYPES = {
 PPID_SIZES = {1: 16, 2: 256, 3: 384}
 """Certification data types 1-3: the size of the PPID (clear, RSA-2048 or RSA-3072 OAEP)."""
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n(.*?)-----END CERTIFICATE-----", re.S)
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n([A-Za-z0-9+/=\r\n]*)-----END CERTIFICATE-----")
 _LINE_ENDS = re.compile(rb"(?:\r?\n)*")
-_LINE_END = re.compile(rb"\r?\n")
-_BASE64 = re.compile(rb"[A-Za-z0-9+/]*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
 @dataclass(frozen=True)
@@ -205,10 +206,20 @@ def _pem_blocks(text: bytes, what: str) -> list[tuple[bytes, bytes]]:
     while pos < len(text):
         match = _PEM_BLOCK.match(text, pos)
         if match is None:
-            if not blocks and _PEM_BLOCK.search(text) is None:
-                raise QuoteFormatError(f"certification data {what} holds no PEM certificate")
-            raise QuoteFormatError(f"certification data {what}: {len(text) - pos} stray bytes "
-                                   f"outside PEM blocks at offset {pos}")
+            label = f"certification data {what}"
+            if text.startswith(_BEGIN, pos):
+                after = pos + len(_BEGIN)
+                if not text.startswith((b"\n", b"\r\n"), after):
+                    why = "has a BEGIN line not ended by LF or CRLF"
+                elif text.find(_END, after) < 0:
+                    why = "has no END CERTIFICATE line"
+                else:
+                    why = "is not valid base64 (a character other than A-Z a-z 0-9 + / = CR LF)"
+                raise QuoteFormatError(f"{label}: certificate {len(blocks)} {why}")
+            if not blocks and _BEGIN not in text:
+                raise QuoteFormatError(f"{label} holds no PEM certificate")
+            raise QuoteFormatError(f"{label}: {len(text) - pos} stray bytes outside PEM "
+                                   f"blocks at offset {pos}")
         blocks.append((match.group(0), _base64(match.group(1), f"{what}: certificate "
                                                                f"{len(blocks)}")))
         pos = _skip_line_ends(text, match.end())
@@ -228,21 +239,19 @@ def _pem_ders(text: bytes, what: str) -> list[bytes]:
 
 def _base64(body: bytes, what: str) -> bytes:
     """The DER of a block's base64 lines (any length, each ended by LF or CRLF)."""
-    lines = _LINE_END.split(body)
-    if lines[-1] or not all(lines[:-1]):
+    lines = body.replace(b"\r\n", b"\n").split(b"\n")
+    if lines[-1] or not all(lines[:-1]) or b"\r" in body.replace(b"\r\n", b""):
         raise QuoteFormatError(f"certification data {what} has a base64 line that is empty, "
                                "not ended by LF or CRLF, or holds a stray CR")
     joined = b"".join(lines)
-    if len(joined) % 4 or not _BASE64.fullmatch(joined):
-        raise QuoteFormatError(f"certification data {what} is not valid base64")
     try:
         der = base64.b64decode(joined, validate=True)
-    except binascii.Error as exc:  # pragma: no cover - the pattern admits only valid base64
+    except binascii.Error as exc:
         raise QuoteFormatError(f"certification data {what} is not valid base64") from exc
     # One base64 text per DER (RFC 4648 §3.5): non-zero padding bits decode to the same bytes.
     if base64.b64encode(der) != joined:
         raise QuoteFormatError(f"certification data {what} is not canonical base64 "
-                               "(non-zero padding bits)")
+                               "(non-zero padding bits or misplaced padding)")
     return der
 
 
@@ -274,9 +283,9 @@ def link_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
     """
     if not certs:
         raise QuoteFormatError("PCK chain holds no certificate")
-    try:  # pyca decodes names lazily: a malformed one fails here
-        names = [(c.issuer.public_bytes(), c.subject.public_bytes()) for c in certs]
-    except (ValueError, TypeError) as exc:
+    try:
+        names = [_raw_names(c.tbs_certificate_bytes) for c in certs]
+    except (ValueError, IndexError) as exc:
         raise QuoteFormatError(f"PCK chain: a certificate name does not decode: {exc}") from exc
     count = len(certs)
     # a leaf issues no other certificate of the chain; a root that issues none is a break
@@ -310,6 +319,20 @@ def link_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
         raise QuoteFormatError(f"PCK chain does not link: {_label(certs, left[0])} is not on the "
                                f"chain from the leaf ({_label(certs, order[0])})")
     return [certs[i] for i in order]
+
+
+def _raw_names(tbs: bytes) -> tuple[bytes, bytes]:
+    """(issuer, subject) of a tbsCertificate as their DER bytes, exactly as signed."""
+    _, pos, end = _der_item(tbs, 0)
+    items: list[bytes] = []
+    while pos < end and len(items) < 6:
+        after = _der_item(tbs, pos)[2]
+        items.append(tbs[pos:after])
+        pos = after
+    offset = 1 if items and items[0][0] == 0xA0 else 0  # [0] version is optional
+    if len(items) < offset + 5:
+        raise ValueError("tbsCertificate is too short")
+    return items[offset + 2], items[offset + 4]
 
 
 def _der_item(der: bytes, pos: int) -> tuple[int, int, int]:
