@@ -264,8 +264,6 @@ def test_qv8_report_data_binding_and_freshness() -> None:
 @pytest.mark.parametrize("mutate, expected", [
     (lambda q: q[:0] + (2).to_bytes(2, "little") + q[2:], "version 2"),
     (lambda q: q[:0] + (6).to_bytes(2, "little") + q[2:], "version 6"),
-    (lambda q: q[:2] + (3).to_bytes(2, "little") + q[4:], "key type 3"),
-    (lambda q: q[:4] + (0x81).to_bytes(4, "little") + q[8:], "TEE type 0x81"),
     (lambda q: q + b"\x00", "trailing"),
     (lambda q: q[:432] + (int.from_bytes(q[432:436], "little") + 1).to_bytes(4, "little")
      + q[436:], "runs past"),
@@ -274,6 +272,24 @@ def test_qv9_parser_edge_cases(mutate: Callable[[bytes], bytes], expected: str) 
     f = forge()
     with pytest.raises(QuoteFormatError, match=expected):
         verify_quote(mutate(f.quote), f.collateral, trusted_roots=f.roots, at=f.at)
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda q: q[:2] + (3).to_bytes(2, "little") + q[4:],
+     "attestation key type 3 (ECDSA-384-with-P-384) is not supported"),
+    (lambda q: q[:2] + (0).to_bytes(2, "little") + q[4:], "attestation key type 0 (EPID)"),
+    (lambda q: q[:4] + (0x81).to_bytes(4, "little") + q[8:], "TEE type 0x81 (TDX) is not SGX"),
+    (lambda q: q[:4] + (0x82).to_bytes(4, "little") + q[8:], "TEE type 0x82 (unknown)"),
+])
+def test_qv9_other_key_and_tee_types_are_unsupported_naming_the_type(
+        mutate: Callable[[bytes], bytes], expected: str) -> None:
+    f = forge()
+    with pytest.raises(VerificationFailed) as err:
+        verify_quote(mutate(f.quote), f.collateral, trusted_roots=f.roots, at=f.at)
+    assert err.value.check == "unsupported_quote" and expected in str(err.value)
+    q = Quote.parse(f.quote)  # a parsed quote object is held to the same rule
+    p256_tdx = dataclasses.replace(q, header=q.header.replace(tee_type=0x81))
+    assert _check(dataclasses.replace(f, quote=p256_tdx.to_bytes())) == "unsupported_quote"
 
 
 def test_qv9_signature_edge_cases() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,7 +75,8 @@ def test_show_qvl_type_1_and_tdx() -> None:
     qvl = json.loads(_run("show", str(vector("intel_qvl_sample_testroot/quote.dat")),
                           "--json").stdout)
     assert qvl["certification_data"]["type"] == 1 and "pck" not in qvl
-    tdx = json.loads(_run("show", str(vector("phala_dcap_qvl/tdx_quote")), "--json").stdout)
+    tdx = json.loads(_run("show", str(vector("phala_dcap_qvl/tdx_quote")), "--json",
+                          "--allow-trailing").stdout)
     assert tdx["header"]["tee"] == "TDX" and tdx["trailing_bytes"] == 70
 
 
@@ -234,3 +236,107 @@ def test_show_of_a_flipped_quote_is_decoded_or_typed(offset: int, bit: int) -> N
         json.dumps(describe(quote, oe_header=False, trailing=0))
     except QuoteFormatError:
         pass
+
+
+def test_show_and_verify_a_chain_wrapped_at_76_columns_with_crlf(tmp_path: Path) -> None:
+    """The real quote's chain re-wrapped here (76 columns, CRLF, certificates root first)."""
+    import dataclasses
+
+    from enclavekit.dcap.certdata import CertificationData
+    from tests.dcap.test_certdata import DERS, QUOTE, wrap
+
+    quote = dataclasses.replace(QUOTE, certification_data=CertificationData(
+        5, wrap(DERS[::-1], 76, b"\r\n")))
+    path = tmp_path / "q76.bin"
+    path.write_bytes(quote.to_bytes())
+    view = json.loads(_run("show", str(path), "--json").stdout)
+    assert view["pck"]["sgx_extension"]["fmspc"] == "00a067110000"
+    assert "SGX PCK Certificate" in view["pck"]["certificates"][0]["subject"]
+    assert view["certification_data"]["pem"][0].startswith("-----BEGIN CERTIFICATE-----\r\n")
+    result = _run("verify", str(path), "--collateral", str(vector(PHALA_C)), "--at", PHALA_AT)
+    assert result.exit_code == 0, result.output
+    assert "ConfigurationAndSWHardeningNeeded" in result.stdout
+
+
+@pytest.mark.parametrize(("offset", "value", "text"), [
+    (2, (3).to_bytes(2, "little"), "attestation key type 3 (ECDSA-384-with-P-384)"),
+    (4, (0x81).to_bytes(4, "little"), "TEE type 0x81 (TDX)"),
+])
+def test_verify_other_key_or_tee_type_is_unsupported_quote(
+        tmp_path: Path, offset: int, value: bytes, text: str) -> None:
+    data = bytearray(vector(PHALA_Q).read_bytes())
+    data[offset:offset + len(value)] = value
+    path = tmp_path / "q.bin"
+    path.write_bytes(bytes(data))
+    args = ("verify", str(path), "--collateral", str(vector(PHALA_C)), "--at", PHALA_AT)
+    _one_line_error(_run(*args), "unsupported_quote", text)
+    view = json.loads(_run(*args, "--json").stdout)
+    assert view["error"] == "unsupported_quote" and text in view["detail"]
+
+
+def test_trailing_bytes_one_rule_for_show_and_verify(tmp_path: Path) -> None:
+    """Refused by both by default with the same message; accepted and reported by both with
+    --allow-trailing (the verdict is the quote's: the extra bytes are never read)."""
+    path = tmp_path / "padded.bin"
+    path.write_bytes(vector(PHALA_Q).read_bytes() + bytes(70))
+    verify = ("verify", str(path), "--collateral", str(vector(PHALA_C)), "--at", PHALA_AT)
+    refusals = [_run("show", str(path)), _run(*verify)]
+    for result in refusals:
+        _one_line_error(result, "QuoteFormatError: 70 trailing bytes after the signature data")
+    assert refusals[0].stderr == refusals[1].stderr
+    assert json.loads(_run(*verify, "--json").stdout)["error"] == "quote_format"
+    shown = json.loads(_run("show", str(path), "--json", "--allow-trailing").stdout)
+    assert shown["trailing_bytes"] == 70 and shown["size"] == 4600
+    verified = json.loads(_run(*verify, "--json", "--allow-trailing").stdout)
+    assert verified["trailing_bytes"] == 70
+    assert verified["status"] == "ConfigurationAndSWHardeningNeeded"
+    plain = json.loads(_run("verify", str(vector(PHALA_Q)), "--collateral", str(vector(PHALA_C)),
+                            "--at", PHALA_AT, "--json").stdout)
+    assert plain["trailing_bytes"] == 0
+    assert {k: v for k, v in verified.items() if k != "trailing_bytes"} == \
+        {k: v for k, v in plain.items() if k != "trailing_bytes"}
+
+
+def test_verify_type_1_quote_says_what_it_needs_and_works_with_pck_cert(tmp_path: Path) -> None:
+    """Intel's QVL sample quote carries PPID, CPUSVN, PCESVN (type 1), not its PCK chain."""
+    import dataclasses
+
+    case = cases()["intel_qvl_sample_testroot"]
+    assert case.collateral.pck_certificate_chain is not None
+    bare = tmp_path / "c.json"
+    dataclasses.replace(case.collateral, pck_certificate_chain=None).save(bare)
+    root = tmp_path / "root.pem"
+    root.write_bytes(vector("intel_qvl_sample_testroot/trustedRootCaCert.pem").read_bytes())
+    chain = tmp_path / "pck.pem"
+    chain.write_bytes(case.collateral.pck_certificate_chain)
+    args = ("verify", str(vector("intel_qvl_sample_testroot/quote.dat")), "--collateral",
+            str(bare), "--trust-root", str(root), "--at", case.at.isoformat())
+    _one_line_error(_run(*args), "unsupported_quote", "type 1 (PPID_CLEARTEXT) carries no PCK "
+                    "chain", "--pck-cert", "PCCS that serves it by PPID")
+    ok = _run(*args, "--pck-cert", str(chain), "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["status"] == case.status
+    pccs = _run("verify", str(vector("intel_qvl_sample_testroot/quote.dat")), "--pccs",
+                "http://127.0.0.1:9", "--json")  # refused before any request is made
+    assert json.loads(pccs.stdout)["error"] == "unsupported_quote"
+
+
+def test_show_decodes_certification_data_types(tmp_path: Path) -> None:
+    import dataclasses
+
+    from enclavekit.dcap.certdata import CertificationData
+
+    qvl = json.loads(_run("show", str(vector("intel_qvl_sample_testroot/quote.dat")),
+                          "--json").stdout)["certification_data"]
+    assert qvl["type_name"] == "PPID_CLEARTEXT" and len(qvl["ppid"]) == 32
+    assert len(qvl["cpusvn"]) == 32 and isinstance(qvl["pcesvn"], int) and qvl["pceid"] is None
+    base = Quote.parse(vector(PHALA_Q).read_bytes())
+    leaf = base.certification_data.pck_chain()[0].public_bytes(Encoding.DER)
+    for cert_type, data, key in ((3, bytes(384) + bytes(16) + bytes(4), "encrypted_ppid"),
+                                 (4, leaf, "certificate"), (7, b"manifest", "data")):
+        path = tmp_path / f"t{cert_type}.bin"
+        path.write_bytes(dataclasses.replace(
+            base, certification_data=CertificationData(cert_type, data)).to_bytes())
+        view = json.loads(_run("show", str(path), "--json").stdout)["certification_data"]
+        assert view["type"] == cert_type and key in view, view
+        assert "pck" not in json.loads(_run("show", str(path), "--json").stdout)

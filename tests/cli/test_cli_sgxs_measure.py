@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,33 @@ def test_prints_mrenclave_of_enarx_image_exported_as_sgxs(tmp_path: Path) -> Non
     path = tmp_path / "encl.sgxs"
     path.write_bytes(write_sgxs(pages, ssaframesize=1, size=32768))
     assert run(str(path)) == (0, ENARX["mrenclave"] + "\n", "")
+
+
+def reordered_fortanix_stream() -> tuple[bytes, bytes]:
+    """The Fortanix stream with each page's chunks reversed and its first chunk repeated.
+
+    Returns the stream and, computed here with hashlib, the SHA-256 of its records.
+    """
+    raw = vector(SGXS_CASES[0].values[0]["sgxs"]).read_bytes()
+    out, pos = [raw[:64]], 64
+    while pos < len(raw):
+        out.append(raw[pos : pos + 64])  # EADD
+        pos += 64
+        chunks = []
+        while raw[pos : pos + 8] == b"EEXTEND\0":
+            chunks.append(raw[pos : pos + 320])
+            pos += 320
+        out.extend([*reversed(chunks), *chunks[:1]])
+    stream = b"".join(out)
+    return stream, hashlib.sha256(stream).digest()
+
+
+def test_prints_mrenclave_of_stream_with_chunks_in_any_order(tmp_path: Path) -> None:
+    stream, expected = reordered_fortanix_stream()
+    path = tmp_path / "reordered.sgxs"
+    path.write_bytes(stream)
+    assert run(str(path)) == (0, expected.hex() + "\n", "")
+    assert expected.hex() != SGXS_CASES[0].values[0]["mrenclave"]
 
 
 def _truncated() -> bytes:

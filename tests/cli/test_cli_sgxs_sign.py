@@ -15,6 +15,7 @@ from enclavekit.cli import main
 from enclavekit.sgx import sigstruct as ss
 from enclavekit.sgx.consts import AttributeFlags
 from enclavekit.sgx.structs import SigStruct
+from tests.cli.test_cli_sgxs_measure import reordered_fortanix_stream
 from tests.sgx.conftest import session_signing_key
 from tests.vectors import cases, vector
 
@@ -57,6 +58,21 @@ def test_sign_vector_stream_gives_verifying_sigstruct(
     assert sig.enclavehash.hex() == v["mrenclave"]
     assert ss.mrsigner(sig) == session_signing_key().mrsigner()
     assert f"ENCLAVEHASH: {v['mrenclave']}" in result.stdout
+
+
+def test_sign_stream_with_chunks_in_any_order_signs_what_was_measured(
+    key_file: Path, tmp_path: Path
+) -> None:
+    stream, expected = reordered_fortanix_stream()
+    source = tmp_path / "reordered.sgxs"
+    source.write_bytes(stream)
+    out = tmp_path / "reordered.sig"
+    result = _sign(key_file, out, sgxs=source)
+    assert result.exit_code == 0, result.output
+    sig = SigStruct.from_bytes(out.read_bytes())
+    ss.verify(sig)
+    assert sig.enclavehash == expected
+    assert f"ENCLAVEHASH: {expected.hex()}" in result.stdout
 
 
 def test_defaults_are_sgxs_sign_defaults(key_file: Path, tmp_path: Path) -> None:

@@ -256,19 +256,6 @@ def test_certificate_with_an_invalid_version_is_a_format_error() -> None:
         load_roots(bad)
 
 
-def test_pem_layout_other_than_64_character_lines_is_refused() -> None:
-    """The chain is unsigned: a moved line break (same certificate) is refused, not ignored."""
-    data = Quote.parse(PHALA).certification_data.data
-    first = data.index(b"\n", data.index(b"\n") + 1)  # the end of the first base64 line
-    moved = data[:first - 1] + b"\n" + data[first - 1:first] + data[first + 1:]  # 63 + 65
-    assert moved != data and len(moved) == len(data)
-    with pytest.raises(QuoteFormatError, match="one PEM layout"):
-        CertificationData(5, moved).pck_chain_pem()
-    crlf = data.replace(b"\n", b"\r\n")
-    with pytest.raises(QuoteFormatError, match="one PEM layout"):
-        CertificationData(5, crlf).pck_chain_pem()
-
-
 def test_certificate_envelope_check() -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 

@@ -17,7 +17,9 @@ from enclavekit.dcap.tcbinfo import (
     converge_qe_status,
     split_signed_body,
 )
+from enclavekit.dcap.verify import verify_quote
 from enclavekit.errors import CollateralFormatError
+from tests.dcap._forge import forge
 from tests.vectors import VECTORS, vector
 
 OE = "openenclave_tcbinfo_parsing"
@@ -272,3 +274,53 @@ def test_real_tcb_infos_parse() -> None:
         info = TcbInfo.from_json(vector(rel).read_bytes())
         assert info.id == "SGX" and info.levels
     assert Path(vector("automata_dcap_rs/tcbinfov2.json")).exists()
+
+
+# --- level order: QVL's, checked on TCB info and QE identities signed with the test PKI -------
+
+
+def _level(comps: tuple[int, ...], status: str, pcesvn: int = 13) -> dict[str, object]:
+    return {"tcb": {"sgxtcbcomponents": [{"svn": c} for c in comps + (0,) * (16 - len(comps))],
+                    "pcesvn": pcesvn}, "tcbDate": "2023-08-09T00:00:00Z", "tcbStatus": status}
+
+
+# Neither level is below the other component by component: [3, 9] and [4, 1].
+INCOMPARABLE = [_level((3, 9), "SWHardeningNeeded"), _level((4, 1), "ConfigurationNeeded")]
+
+
+@pytest.mark.parametrize("signed", [INCOMPARABLE, INCOMPARABLE[::-1]], ids=["A-B", "B-A"])
+def test_incomparable_tcb_levels_are_taken_in_qvl_order_not_signed_order(
+        signed: list[dict[str, object]]) -> None:
+    """QVL orders TCB info levels in a std::set by TcbLevel::operator> (components
+    lexicographically, then PCESVN), whatever order Intel signed: a platform at [4, 9] reaches
+    both levels and gets [4, 1] (the greater), also when [3, 9] is listed first."""
+    f = forge(levels=signed, pck_components=(4, 9) + (0,) * 14, pck_pcesvn=13)
+    assert json.loads(f.collateral.tcb_info)["tcbLevels"] == signed  # the signed order
+    result = verify_quote(f.quote, f.collateral, trusted_roots=f.roots, at=f.at)
+    assert result.platform_status == "ConfigurationNeeded"
+    tcb = f.collateral.parse_tcb_info()
+    assert tcb.match((4, 9) + (0,) * 14, 13).status == "ConfigurationNeeded"
+    assert tcb.match((3, 9) + (0,) * 14, 13).status == "SWHardeningNeeded"  # reaches only A
+    assert tcb.match((4, 0) + (0,) * 14, 13) is None  # reaches neither
+
+
+QE_ASCENDING = [
+    {"tcb": {"isvsvn": 2}, "tcbDate": "2019-05-15T00:00:00Z", "tcbStatus": "OutOfDate",
+     "advisoryIDs": ["INTEL-SA-00615"]},
+    {"tcb": {"isvsvn": 8}, "tcbDate": "2023-02-15T00:00:00Z", "tcbStatus": "UpToDate"},
+]
+
+
+def test_qe_identity_levels_are_taken_in_the_signed_order() -> None:
+    """QVL's EnclaveIdentityV2::getTcbStatus walks the signed list and takes the first level
+    whose ISVSVN is <= the QE's: with [2 OutOfDate, 8 UpToDate] a QE at ISVSVN 8 is OutOfDate
+    (sorting first would say UpToDate)."""
+    f = forge(qe_levels=QE_ASCENDING, qe_isvsvn=8)
+    result = verify_quote(f.quote, f.collateral, trusted_roots=f.roots, at=f.at)
+    assert (result.qe_status, result.status) == ("OutOfDate", "OutOfDate")
+    assert result.advisory_ids == ("INTEL-SA-00615",)
+    ident = f.collateral.parse_qe_identity()
+    assert ident.match(8) is ident.levels[0] and ident.match(1) is None
+    descending = forge(qe_levels=QE_ASCENDING[::-1], qe_isvsvn=8)
+    again = verify_quote(descending.quote, descending.collateral, trusted_roots=f.roots, at=f.at)
+    assert (again.qe_status, again.status) == ("UpToDate", "UpToDate")

@@ -36,8 +36,10 @@ def _outcome(offset: int, bit: int) -> str:
 
 
 def _expected_in_signed_region(offset: int) -> set[str]:
+    if offset < 2:
+        return {"format"}  # the version: the parser refuses
     if offset < 8:
-        return {"format"}  # version, key type, TEE type: the parser refuses
+        return {"unsupported_quote"}  # attestation key type, TEE type: named before parsing
     if 12 <= offset < 28:
         return {"unsupported_quote"}  # QE vendor id
     return {"quote_signature"}

@@ -163,16 +163,19 @@ BAD_STREAMS = {
     "trailing partial": (ecreate() + full_page(0) + b"\0" * 10, "truncated record: 10 bytes"),
     "eextend data cut": (ecreate() + eadd(0) + eextend(0)[:200], "truncated EEXTEND"),
     "eextend before eadd": (ecreate() + eextend(0), "EEXTEND before any EADD"),
-    "eextend other page": (ecreate() + eadd(0) + eextend(0x1000), "not inside the page"),
-    "eextend earlier page": (
-        ecreate() + eadd(0) + eadd(0x1000) + eextend(0x100), "not inside the page"),
+    "eextend other page": (
+        ecreate() + eadd(0) + eextend(0x1000), "0x1000 is not inside any page EADDed before it"),
+    "eextend before its eadd": (
+        ecreate() + eadd(0) + eextend(0x1000) + eadd(0x1000), "not inside any page EADDed"),
     "eextend misaligned": (ecreate() + eadd(0) + eextend(0x80), "not 256-byte aligned"),
-    "chunk twice": (ecreate() + eadd(0) + eextend(0x100) + eextend(0x100), "chunk 1 after chunk 1"),
-    "chunks descending": (
-        ecreate() + eadd(0) + eextend(0x200) + eextend(0x100), "chunk 1 after chunk 2"),
-    "unmeasured twice": (
-        ecreate() + eadd(0) + eextend(0x100) + UNMEASRD_TAG + eextend(0x100)[8:],
-        "UNMEASRD of chunk 1 after chunk 1"),
+    "chunk twice, other bytes": (
+        ecreate() + eadd(0) + eextend(0x100, 1) + eextend(0x100, 2), "carries other bytes"),
+    "unmeasured then measured, other bytes": (
+        ecreate() + eadd(0) + UNMEASRD_TAG + eextend(0x100, 1)[8:] + eextend(0x100, 2),
+        "EEXTEND of chunk 1 of the page at 0x0 carries other bytes"),
+    "chunk twice across pages, other bytes": (
+        ecreate() + eadd(0) + eextend(0x100, 1) + eadd(0x1000) + eextend(0x100, 2),
+        "carries other bytes"),
     "eextend reserved": (
         ecreate() + eadd(0) + eextend(0)[:20] + b"\x01" + eextend(0)[21:], "bytes 16..63"),
     "eadd twice": (ecreate() + eadd(0x1000) + eadd(0x1000), "already added"),
@@ -227,6 +230,105 @@ def test_a_flipped_bit_is_refused_or_changes_mrenclave(position: int, bit: int) 
     except InvalidStructure:
         return
     assert digest.hex() != v["mrenclave"]
+
+
+# ----------------------------------------------------------------------------- any valid order
+# The processor measures EEXTEND of any chunk of any page EADDed before it, in any order and
+# repeatedly. The expected MRENCLAVE here is hashlib over the records each test builds itself.
+
+
+def unmeasrd(offset: int, fill: int = 0xAB) -> bytes:
+    return UNMEASRD_TAG + eextend(offset, fill)[8:]
+
+
+NONCANONICAL_STREAMS = {
+    "chunk twice": (
+        [ecreate(), eadd(0), eextend(0x100), eextend(0x100)], "chunk 1 after chunk 1"),
+    "chunks descending": (
+        [ecreate(), eadd(0), eextend(0x200), eextend(0x100)], "chunk 1 after chunk 2"),
+    "unmeasured twice": (
+        [ecreate(), eadd(0), eextend(0x100), unmeasrd(0x100)], "UNMEASRD of chunk 1 after chunk 1"),
+    "unmeasured then measured": (
+        [ecreate(), eadd(0), unmeasrd(0x100), eextend(0x100)], "EEXTEND of chunk 1 after chunk 1"),
+    "eextend earlier page": (
+        [ecreate(), eadd(0), eadd(0x1000), eextend(0x100)],
+        "EEXTEND of the page at 0x0 after the EADD of 0x1000"),
+    "whole page reversed": (
+        [ecreate(), eadd(0x3000, 0x100),
+         *(eextend(0x3000 + i * 256, i) for i in range(15, -1, -1))],
+        "chunk 14 after chunk 15"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NONCANONICAL_STREAMS))
+def test_valid_noncanonical_stream_is_measured_but_not_modelled(name: str) -> None:
+    records, match = NONCANONICAL_STREAMS[name]
+    raw = b"".join(records)
+    measured = b"".join(r for r in records if not r.startswith(UNMEASRD_TAG))
+    assert measure_sgxs(raw) == hashlib.sha256(measured).digest()
+    with pytest.raises(InvalidStructure, match=match) as info:
+        read_sgxs(raw)
+    assert "not canonical SGXS" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_order_is_part_of_the_measurement() -> None:
+    ascending = ecreate() + full_page(0)
+    descending = ecreate() + eadd(0) + b"".join(eextend(i * 256, i) for i in range(15, -1, -1))
+    assert sorted(ascending) == sorted(descending)  # the same bytes, in another order
+    assert measure_sgxs(descending) == hashlib.sha256(descending).digest()
+    assert measure_sgxs(descending) != measure_sgxs(ascending)
+    assert read_sgxs(ascending).mrenclave() == measure_sgxs(ascending)
+
+
+def _chunk_data(offset: int) -> bytes:
+    """256 bytes that depend on the chunk's offset (so a repeat carries the same bytes)."""
+    return hashlib.sha256(offset.to_bytes(8, "little")).digest() * 8
+
+
+@st.composite
+def any_order_streams(draw: st.DrawFn) -> tuple[list[tuple[bytes, bool]], bool]:
+    """Records of a valid stream, each with whether it is measured, and whether it is canonical.
+
+    Pages are EADDed in a random order; chunk records of any page come anywhere after its
+    EADD, in any order, some repeated, some UNMEASRD.
+    """
+    slots = draw(st.permutations(range(16)))[: draw(st.integers(1, 6))]
+    flags = [draw(st.sampled_from([0x203, 0x201, 0x207, 0x100])) for _ in slots]
+    ops = draw(st.lists(st.tuples(st.integers(0, len(slots) - 1), st.integers(0, 15),
+                                  st.booleans(), st.integers(0, 5)), max_size=60))
+    after: list[list[tuple[int, int, bool]]] = [[] for _ in slots]
+    for page, chunk, measured, delay in ops:
+        after[min(page + delay, len(slots) - 1)].append((page, chunk, measured))
+    records: list[tuple[bytes, bool]] = [(ecreate(), True)]
+    canonical = True
+    for position, slot in enumerate(slots):
+        records.append((eadd(slot * 4096, flags[position]), True))
+        last = -1
+        for page, chunk, measured in after[position]:
+            offset = slots[page] * 4096 + chunk * 256
+            tag = b"EEXTEND\0" if measured else UNMEASRD_TAG
+            records.append((record(tag, offset) + _chunk_data(offset), measured))
+            canonical &= page == position and chunk > last
+            last = chunk if page == position else last
+    return records, canonical
+
+
+@given(any_order_streams())
+def test_any_valid_order_measures_to_sha256_of_its_measured_records(
+    built: tuple[list[tuple[bytes, bool]], bool],
+) -> None:
+    records, canonical = built
+    raw = b"".join(r for r, _ in records)
+    expected = hashlib.sha256(b"".join(r for r, measured in records if measured)).digest()
+    assert measure_sgxs(raw) == expected
+    if canonical:
+        stream = read_sgxs(raw)
+        assert stream.mrenclave() == expected
+        assert stream.to_bytes(unmeasured=True) == raw
+    else:
+        with pytest.raises(InvalidStructure, match="not canonical SGXS"):
+            read_sgxs(raw)
 
 
 # ----------------------------------------------------------------------------- page model

@@ -1,15 +1,20 @@
 """``enclavekit quote``: decode and verify DCAP quotes (``sample`` lives in ``quote_sample``).
 
-* ``quote show FILE [--json]`` decodes every field of an SGX (or TDX) quote; an Open Enclave
-  report's 16-byte header is detected and stripped; a file of hex text is accepted too.
+* ``quote show FILE [--json] [--allow-trailing]`` decodes every field of an SGX (or TDX) quote;
+  an Open Enclave report's 16-byte header is detected and stripped; a file of hex text is
+  accepted too.
 * ``quote verify QUOTE (--collateral FILE | --pccs URL) [--at TIME] [--trust-root PEM]...
-  [--crl-grace-days N] [--json]`` runs the DCAP verifier. Exit 0 only when every signature and
+  [--crl-grace-days N] [--pck-cert PEM] [--json] [--allow-trailing]`` runs the DCAP verifier
+  (``--pck-cert``: the PCK chain of a quote whose certification data is type 1-4).
+* Both refuse bytes after the signature data unless ``--allow-trailing`` (one rule:
+  docs/attestation.md, "Bytes after the quote"). Exit 0 only when every signature and
   chain check passes (the TCB status is printed either way); otherwise exit 1 naming the
   failed check (``--json``: one object with ``error``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -19,11 +24,12 @@ from typing import Any
 import click
 from cryptography import x509
 
-from ..dcap.collateral import Collateral, fetch_for_quote
+from ..dcap.certdata import certificate_view
+from ..dcap.collateral import Collateral, fetch, fetch_for_quote, pck_ca_kind
 from ..dcap.pckext import PckExtension
 from ..dcap.quote import OE_REPORT_HEADER_SIZE, Quote, unwrap_oe_report
 from ..dcap.roots import load_roots
-from ..dcap.verify import Verifier
+from ..dcap.verify import Verifier, check_pck_chain_source, parse_quote
 from ..errors import (
     AttestationError,
     CollateralFormatError,
@@ -53,16 +59,7 @@ def _pck_view(quote: Quote) -> dict[str, Any] | None:
     if quote.certification_data.type != 5:
         return None
     chain = quote.certification_data.pck_chain()
-    try:
-        certificates = [{"subject": c.subject.rfc4514_string(),
-                         "issuer": c.issuer.rfc4514_string(),
-                         "serial": format(c.serial_number, "x"),
-                         "not_before": c.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         "not_after": c.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                        for c in chain]
-    except (ValueError, TypeError) as exc:  # pyca decodes names lazily
-        raise QuoteFormatError(f"PCK chain certificate does not decode: {exc}") from exc
-    view: dict[str, Any] = {"certificates": certificates}
+    view: dict[str, Any] = {"certificates": [certificate_view(c) for c in chain]}
     try:
         view["sgx_extension"] = PckExtension.from_certificate(chain[0]).to_dict()
     except CollateralFormatError as exc:
@@ -108,13 +105,19 @@ def _table(view: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+_ALLOW_TRAILING = click.option(
+    "--allow-trailing", is_flag=True,
+    help="Accept (and report) bytes after the signature data; refused by default.")
+
+
 @group.command("show")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def show(file: str, as_json: bool) -> None:
+@_ALLOW_TRAILING
+def show(file: str, as_json: bool, allow_trailing: bool) -> None:
     """Decode every field of the quote in FILE (binary, hex text or an OE report)."""
     data, oe_header = read_quote(file)
-    quote = Quote.parse(data, allow_trailing=True)
+    quote = Quote.parse(data, allow_trailing=allow_trailing)
     view = describe(quote, oe_header=oe_header, trailing=len(data) - len(quote.to_bytes()))
     click.echo(json.dumps(view, indent=2) if as_json else _table(view))
 
@@ -148,25 +151,34 @@ def _fail_json(error: str, detail: str) -> None:
               help="Trusted root CA (PEM/DER); repeatable. Default: Intel's SGX Root CA only.")
 @click.option("--crl-grace-days", type=click.IntRange(min=0), default=0, show_default=True,
               help="Accept CRLs this many days past their nextUpdate.")
+@click.option("--pck-cert", "pck_cert", type=click.Path(exists=True, dir_okay=False),
+              help="PEM PCK chain (leaf, CA, root; for type 4 the CA and root suffice) for a "
+                   "quote whose certification data is type 1-4.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_ALLOW_TRAILING
 def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
            at_text: str | None, trust_roots: tuple[str, ...], crl_grace_days: int,
-           as_json: bool) -> None:
+           pck_cert: str | None, as_json: bool, allow_trailing: bool) -> None:
     """Verify a DCAP quote; exit 0 only if every signature and chain check passes."""
     if (collateral_file is None) == (pccs_url is None):
         raise click.UsageError("give exactly one of --collateral FILE or --pccs URL")
     at = parse_time(at_text) if at_text else None
     try:
         data, _ = read_quote(quote_file)
-        quote = Quote.parse(data)
+        quote = parse_quote(data, allow_trailing=allow_trailing)
         roots: list[x509.Certificate] | None = None
         if trust_roots:
             roots = [r for path in trust_roots for r in load_roots(Path(path).read_bytes())]
+        pck_chain = Path(pck_cert).read_bytes() if pck_cert else None
         if collateral_file is not None:
             collateral = Collateral.load(collateral_file)
         else:
             assert pccs_url is not None
-            collateral = fetch_for_quote(pccs_url, quote)
+            check_pck_chain_source(quote, pck_chain)  # before asking the service
+            collateral = (fetch(pccs_url, *pck_ca_kind(quote, pck_chain)) if pck_chain
+                          else fetch_for_quote(pccs_url, quote))
+        if pck_chain is not None:
+            collateral = dataclasses.replace(collateral, pck_certificate_chain=pck_chain)
         verifier = Verifier(roots, crl_grace=timedelta(days=crl_grace_days), cache_size=0)
         result = verifier.verify(quote, collateral, at=at)
     except EnclaveKitError as exc:
@@ -180,6 +192,7 @@ def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
                             else type(exc).__name__), str(exc))
         return
     view = result.to_json()
+    view["trailing_bytes"] = len(data) - len(quote.to_bytes())
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
@@ -187,7 +200,7 @@ def verify(quote_file: str, collateral_file: str | None, pccs_url: str | None,
         "status", "advisory_ids", "platform_status", "qe_status", "mrenclave", "mrsigner",
         "isvprodid", "isvsvn", "attributes", "debug", "report_data", "fmspc", "pceid",
         "tcb_components", "pcesvn", "tcb_date", "pck_serial", "verified_at",
-        "collateral_next_update")}))
+        "collateral_next_update", "trailing_bytes")}))
 
 
 def register(main: click.Group) -> None:

@@ -13,7 +13,11 @@ def sgxs_group() -> None:
 @sgxs_group.command("measure")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def measure(file: str) -> None:
-    """Print the MRENCLAVE of the SGXS stream FILE as lowercase hex."""
+    """Print the MRENCLAVE of the SGXS stream FILE as lowercase hex.
+
+    Any stream the processor would measure is measured, its records in file order
+    (EEXTEND chunks in any order or repeated); UNMEASRD records are skipped.
+    """
     from pathlib import Path
 
     from ..sgx.sgxs import measure_sgxs
@@ -95,7 +99,10 @@ def sign(
     date: object,
     xfrm: tuple[int, int] | None,
 ) -> None:
-    """Write the SIGSTRUCT for the SGXS stream FILE's MRENCLAVE, as Fortanix's sgxs-sign."""
+    """Write the SIGSTRUCT for the SGXS stream FILE's MRENCLAVE, as Fortanix's sgxs-sign.
+
+    Signs exactly what ``sgxs measure`` prints for FILE.
+    """
     import datetime
     from pathlib import Path
 

@@ -10,23 +10,26 @@ Wire layout (all little-endian)::
 Parsing is strict: every length must agree with what follows, nothing may trail (unless asked),
 and a :class:`QuoteFormatError` names the field at fault. :meth:`Quote.to_bytes` gives back the
 exact wire bytes, so signatures checked over :meth:`Quote.signed_bytes` are over what arrived.
+Certification data (types 1-7, and how the type-5 PEM chain is read) is :mod:`.certdata`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import struct
 from dataclasses import dataclass
 from typing import Annotated
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from ..errors import InvalidStructure, QuoteFormatError
 from ..sgx._layout import U16, U32, Structure, structure
 from ..sgx.structs import ReportBody
+from .certdata import (
+    CERT_TYPE_PCK_CHAIN,
+    CERT_TYPE_PPID_CLEARTEXT,
+    CERT_TYPE_QE_REPORT,
+    CERTIFICATION_DATA_TYPES,
+    CertificationData,
+    check_certificate_envelope,
+)
 
 __all__ = [
     "ATT_KEY_TYPE_ECDSA_P256",
@@ -53,16 +56,6 @@ ATT_KEY_TYPE_ECDSA_P256 = 2
 """Attestation key type ECDSA-256-with-P-256 curve (the only one DCAP verifiers accept)."""
 TEE_TYPE_SGX = 0x00000000
 TEE_TYPE_TDX = 0x00000081
-CERT_TYPE_PPID_CLEARTEXT = 1
-CERT_TYPE_PCK_CHAIN = 5
-"""Certification data type 5: PEM chain PCK leaf ‖ PCK CA ‖ root."""
-CERT_TYPE_QE_REPORT = 6
-"""Certification data type 6 (v4/v5): QE report, its signature, auth data and inner cert data."""
-CERTIFICATION_DATA_TYPES = {
-    1: "PPID_CLEARTEXT", 2: "PPID_RSA2048_ENCRYPTED", 3: "PPID_RSA3072_ENCRYPTED",
-    4: "PCK_CLEARTEXT", 5: "PCK_CERT_CHAIN", 6: "QE_REPORT_CERTIFICATION_DATA",
-    7: "PLATFORM_MANIFEST",
-}
 BODY_SIZES = {1: 384, 2: 584, 3: 648}
 """v5 body_type → body size: 1 SGX REPORTBODY, 2 TD report 1.0, 3 TD report 1.5."""
 QUOTE_MIN_SIZE = 1020
@@ -74,9 +67,6 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _CERT_HEAD = struct.Struct("<HI")
 _V5_DESC = struct.Struct("<HI")
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END CERTIFICATE-----\r?\n?"
-)
 
 
 @structure(size=48)
@@ -90,81 +80,6 @@ class QuoteHeader(Structure):
     pce_svn: U16 = 0
     qe_vendor_id: Annotated[bytes, 16] = INTEL_QE_VENDOR_ID
     user_data: Annotated[bytes, 20] = bytes(20)
-
-
-def _canonical_pem(body: bytes) -> bytes:
-    """The one PEM layout of a certificate whose base64 is ``body`` (every real quote's)."""
-    lines = b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
-    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----"
-
-
-@dataclass(frozen=True)
-class CertificationData:
-    """Certification data: a type (1–7) and its bytes (type 5 = PEM PCK chain)."""
-
-    type: int
-    data: bytes
-
-    def pck_chain_pem(self) -> list[bytes]:
-        """The PEM blocks of a type-5 chain, leaf first (a trailing NUL is tolerated).
-
-        Raises:
-            QuoteFormatError: not type 5, no certificate, bytes outside the PEM blocks
-                (one trailing NUL aside), or a block that is not canonical base64.
-        """
-        if self.type != CERT_TYPE_PCK_CHAIN:
-            name = CERTIFICATION_DATA_TYPES.get(self.type, "unknown")
-            raise QuoteFormatError(
-                f"certification data is type {self.type} ({name}), not 5 (PCK_CERT_CHAIN);"
-                " supply the PCK chain separately"
-            )
-        text = self.data[:-1] if self.data.endswith(b"\x00") else self.data
-        blocks = [m.group(0) for m in _PEM_BLOCK.finditer(text)]
-        rest = _PEM_BLOCK.sub(b"", text)
-        if not blocks:
-            raise QuoteFormatError("certification data type 5 holds no PEM certificate")
-        if rest:
-            raise QuoteFormatError(
-                f"certification data type 5: {len(rest)} stray bytes outside PEM blocks"
-            )
-        for i, block in enumerate(blocks):
-            # The certification data is not signed: accept one encoding of each certificate
-            # only, so that no change to these bytes goes unnoticed (non-canonical base64
-            # padding bits would otherwise decode to the same certificate).
-            body = re.sub(rb"\s", b"", block.split(b"-----")[2])
-            try:
-                canonical = base64.b64encode(base64.b64decode(body, validate=True)) == body
-            except binascii.Error:
-                canonical = False
-            if not canonical:
-                raise QuoteFormatError(
-                    f"certification data type 5: certificate {i} is not canonical base64"
-                )
-            if block.rstrip(b"\n") != _canonical_pem(body):
-                raise QuoteFormatError(
-                    f"certification data type 5: certificate {i} is not in the one PEM layout "
-                    "(64-character lines, LF line ends)"
-                )
-        return blocks
-
-    def pck_chain(self) -> list[x509.Certificate]:
-        """The type-5 chain as certificates, leaf first.
-
-        Raises:
-            QuoteFormatError: see :meth:`pck_chain_pem`, or a block is not a valid certificate.
-        """
-        certs: list[x509.Certificate] = []
-        for i, block in enumerate(self.pck_chain_pem()):
-            try:
-                cert = x509.load_pem_x509_certificate(block)
-                check_certificate_envelope(cert.public_bytes(Encoding.DER))
-            except (ValueError, x509.InvalidVersion) as exc:
-                raise QuoteFormatError(f"PCK chain certificate {i} does not parse: {exc}") from exc
-            certs.append(cert)
-        return certs
-
-    def _wire(self) -> bytes:
-        return _CERT_HEAD.pack(self.type, len(self.data)) + self.data
 
 
 @dataclass(frozen=True)
@@ -321,9 +236,9 @@ class Quote:
         auth_size = reader.u16("QE auth data size")
         qe_auth_data = reader.take(auth_size, "QE auth data")
         cert_type = reader.u16("certification data type")
-        if cert_type not in range(1, 6):
+        if cert_type not in CERTIFICATION_DATA_TYPES or cert_type == CERT_TYPE_QE_REPORT:
             raise QuoteFormatError(
-                f"certification data type {cert_type} is not supported here (1-5"
+                f"certification data type {cert_type} is not supported here (1-5 or 7"
                 f"{'' if header.version == 3 else ' inside type 6'})"
             )
         cert = reader.take(_certification_size(reader), "certification data")
@@ -337,15 +252,6 @@ class Quote:
         header = self.header.to_dict()
         header["tee"] = "SGX" if self.is_sgx else "TDX"
         header["qe_vendor_is_intel"] = self.header.qe_vendor_id == INTEL_QE_VENDOR_ID
-        cert: dict[str, object] = {
-            "type": self.certification_data.type,
-            "type_name": CERTIFICATION_DATA_TYPES.get(self.certification_data.type, "unknown"),
-            "size": len(self.certification_data.data),
-        }
-        if self.certification_data.type == CERT_TYPE_PCK_CHAIN:
-            cert["pem"] = [b.decode("ascii") for b in self.certification_data.pck_chain_pem()]
-        else:
-            cert["data"] = self.certification_data.data.hex()
         return {
             "version": self.version,
             "header": header,
@@ -355,54 +261,8 @@ class Quote:
             "qe_report": self.qe_body.to_dict(),
             "qe_report_signature": self.qe_report_signature.hex(),
             "qe_auth_data": self.qe_auth_data.hex(),
-            "certification_data": cert,
+            "certification_data": self.certification_data.to_dict(),
         }
-
-
-def _der_item(der: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the DER item at ``pos`` (definite lengths only)."""
-    tag, first = der[pos], der[pos + 1]
-    pos += 2
-    if first & 0x80:
-        count = first & 0x7F
-        if not 0 < count <= 4:
-            raise ValueError("bad DER length")
-        length = int.from_bytes(der[pos : pos + count], "big")
-        pos += count
-    else:
-        length = first
-    if pos + length > len(der):
-        raise ValueError("DER item runs past the end")
-    return tag, pos, pos + length
-
-
-def check_certificate_envelope(der: bytes) -> None:
-    """Refuse a certificate (or CRL) whose unsigned outer DER is not the one canonical shape.
-
-    pyca accepts a signatureValue BIT STRING with a non-zero unused-bits count (and ignores
-    it). A PCK chain travels unsigned inside a quote, so one encoding only is accepted:
-    SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE, BIT STRING 00 || sig }
-    (a CRL has the same outer shape with tbsCertList).
-
-    Raises:
-        ValueError: any other shape (callers turn it into their typed error).
-    """
-    try:
-        tag, start, end = _der_item(der, 0)
-        if tag != 0x30 or end != len(der):
-            raise ValueError("certificate is not one DER SEQUENCE")
-        tags = []
-        pos = start
-        while pos < end:
-            tag, body, pos = _der_item(der, pos)
-            tags.append((tag, body, pos))
-    except IndexError as exc:
-        raise ValueError("certificate DER is truncated") from exc
-    if [t for t, _, _ in tags] != [0x30, 0x30, 0x03]:
-        raise ValueError("certificate is not SEQUENCE {tbs, algorithm, BIT STRING}")
-    _, body, body_end = tags[2]
-    if body == body_end or der[body] != 0:
-        raise ValueError("certificate signature BIT STRING has unused bits")
 
 
 class _Reader:

@@ -7,9 +7,18 @@ negative vectors demand: duplicate keys, missing properties, wrong JSON types, f
 oversized integers, string escapes, malformed dates and out-of-range SVNs are all refused with
 a :class:`CollateralFormatError`.
 
-TCB level selection (:meth:`TcbInfo.match`) is component-wise, as Intel's QVL does it (QV-5):
-levels sorted descending, the first whose 16 component SVNs are each ≤ the PCK's and whose
-PCESVN is ≤ the PCK's wins. :func:`converge_qe_status` merges the QE's TCB status (§6.8 D.11).
+Level selection follows Intel's QVL, which orders the two kinds of levels differently (QV-5):
+
+* :meth:`TcbInfo.match`: QVL keeps TCB info levels in a ``std::set<TcbLevel,
+  std::greater<TcbLevel>>`` (``TcbInfo::getTcbLevels``), ordered by ``TcbLevel::operator>``:
+  the 16 component SVNs compared lexicographically, then PCESVN; it walks that order and takes
+  the first level whose every component and PCESVN the PCK reaches. The signed order does not
+  matter, and for levels that are not comparable component by component that can pick another
+  level than the first reached in the signed list (dcap-qvl sorts the same way).
+* :meth:`QeIdentity.match`: QVL keeps QE identity levels in a ``std::vector`` in the signed
+  order (``EnclaveIdentityV2::getTcbStatus``) and takes the first whose ISVSVN ≤ the QE's.
+
+:func:`converge_qe_status` merges the QE's TCB status (§6.8 D.11).
 """
 
 from __future__ import annotations
@@ -354,8 +363,10 @@ class TcbInfo:
     def match(self, components: Sequence[int], pcesvn: int) -> TcbLevel | None:
         """The TCB level of a platform whose PCK certifies ``components`` and ``pcesvn``.
 
-        Levels are taken in descending order (component SVNs, then PCESVN); the first one that
-        every component and the PCESVN reach is selected. None: the TCB is not supported.
+        Levels are taken in QVL's order, not the signed order: descending by the component
+        SVNs compared lexicographically, then PCESVN (QVL's ``std::set`` with
+        ``TcbLevel::operator>``); the first one that every component and the PCESVN reach is
+        selected. None: the TCB is not supported.
         """
         if len(components) != 16:
             raise ValueError(f"expected 16 component SVNs, got {len(components)}")
@@ -451,13 +462,10 @@ class QeIdentity:
         return (b'{"enclaveIdentity":' + self.raw + b',"signature":"'
                 + self.signature.hex().encode() + b'"}')
 
-    @functools.cached_property
-    def _descending(self) -> tuple[QeTcbLevel, ...]:
-        return tuple(sorted(self.levels, key=lambda lv: lv.isvsvn, reverse=True))
-
     def match(self, isvsvn: int) -> QeTcbLevel | None:
-        """The level of a QE with ``isvsvn``: the highest level isvsvn ≤ it; None if below all."""
-        for level in self._descending:
+        """The level of a QE with ``isvsvn``: the first level, in the signed order, whose ISVSVN
+        is ≤ it (QVL's ``EnclaveIdentityV2::getTcbStatus``); None if below all (QVL: Revoked)."""
+        for level in self.levels:
             if level.isvsvn <= isvsvn:
                 return level
         return None

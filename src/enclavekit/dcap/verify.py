@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -51,20 +52,24 @@ from ..errors import (
 )
 from ..sgx.consts import AttributeFlags
 from ..sgx.structs import Attributes, ReportBody
+from .certdata import CERT_TYPE_PCK_LEAF, CERT_TYPE_PPID_CLEARTEXT
 from .collateral import Collateral
 from .ecdsa import public_key_from_raw, verify_raw
 from .pckext import SGX_TYPES, PckExtension
 from .quote import (
+    ATT_KEY_TYPE_ECDSA_P256,
     CERT_TYPE_PCK_CHAIN,
     INTEL_QE_VENDOR_ID,
     TEE_TYPE_SGX,
+    TEE_TYPE_TDX,
     Quote,
     check_certificate_envelope,
 )
 from .roots import intel_sgx_root_ca, load_pem_chain
 from .tcbinfo import QeIdentity, TcbInfo, converge_qe_status
 
-__all__ = ["CHECKS", "VerificationResult", "Verifier", "verify_quote"]
+__all__ = ["CHECKS", "VerificationResult", "Verifier", "check_pck_chain_source", "parse_quote",
+           "verify_quote"]
 
 CHECKS = {
     "unsupported_quote": "not an SGX ECDSA-P256 quote from Intel's QE, or no PCK chain",
@@ -86,7 +91,7 @@ CHECKS = {
     "tcb_info_mismatch": "TCB info is not SGX TCB info of version 2 or 3",
     "fmspc_mismatch": "TCB info FMSPC differs from the PCK certificate's",
     "pceid_mismatch": "TCB info PCE-ID differs from (or lacks) the PCK certificate's",
-    "certification_data": "type 1-3 certification data disagrees with the PCK certificate",
+    "certification_data": "type 1-4 certification data disagrees with the PCK certificate",
     "qe_report_signature": "the QE report is not signed by the PCK key",
     "qe_report_data": "QE REPORTDATA is not SHA-256(attestation key || auth data) || 0^32",
     "qe_identity_mismatch": "the QE report does not match the QE identity",
@@ -466,7 +471,7 @@ class Verifier:
             VerificationFailed: a named check failed (``.check``; see :data:`CHECKS`).
         """
         when = _when(at)
-        q = quote if isinstance(quote, Quote) else Quote.parse(quote)
+        q = quote if isinstance(quote, Quote) else parse_quote(quote)
         self._check_header(q)
         chain_pem = self._chain_pem(q, collateral)
         ckey = collateral if self._size else None
@@ -480,7 +485,7 @@ class Verifier:
         if chain is None:
             certs = self._certs.get(pkey) if self._size else None
             if certs is None:
-                certs = _parse_chain(self._load_chain(chain_pem, q))
+                certs = _parse_chain(self._load_chain(q, collateral))
                 self._store(self._certs, pkey, certs)
             with _malformed("pck_chain"):
                 chain = self._check_chain(certs, parsed)  # A: signatures
@@ -522,10 +527,7 @@ class Verifier:
 
     @staticmethod
     def _check_header(q: Quote) -> None:
-        if q.header.tee_type != TEE_TYPE_SGX:
-            raise VerificationFailed(
-                "unsupported_quote",
-                f"TEE type {q.header.tee_type:#x} is not SGX; only SGX quotes are verified here")
+        _check_types(q.header.att_key_type, q.header.tee_type)
         if q.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
             raise VerificationFailed(
                 "unsupported_quote",
@@ -533,20 +535,29 @@ class Verifier:
 
     @staticmethod
     def _chain_pem(q: Quote, collateral: Collateral) -> bytes:
-        if q.certification_data.type == CERT_TYPE_PCK_CHAIN:
-            return q.certification_data.data
-        if collateral.pck_certificate_chain is not None:
-            return collateral.pck_certificate_chain
-        raise VerificationFailed(
-            "unsupported_quote",
-            f"certification data type {q.certification_data.type} carries no PCK chain and "
-            "the collateral has no pck_certificate_chain")
+        """The bytes the PCK chain is read from (also its cache key).
+
+        Types 1-4 carry no chain (type 4 the leaf only): the collateral must hold it.
+        """
+        data = q.certification_data
+        if data.type == CERT_TYPE_PCK_CHAIN:
+            return data.data
+        check_pck_chain_source(q, collateral.pck_certificate_chain)
+        assert collateral.pck_certificate_chain is not None
+        if data.type == CERT_TYPE_PCK_LEAF:
+            return collateral.pck_certificate_chain + b"\0" + data.data
+        return collateral.pck_certificate_chain
 
     @staticmethod
-    def _load_chain(pem: bytes, q: Quote) -> list[x509.Certificate]:
-        if q.certification_data.type == CERT_TYPE_PCK_CHAIN:
-            return q.certification_data.pck_chain()
-        return load_pem_chain(pem, "pck_certificate_chain")
+    def _load_chain(q: Quote, collateral: Collateral) -> list[x509.Certificate]:
+        data = q.certification_data
+        if data.type == CERT_TYPE_PCK_CHAIN:
+            return data.pck_chain()
+        assert collateral.pck_certificate_chain is not None  # _chain_pem checked it
+        chain = load_pem_chain(collateral.pck_certificate_chain, "pck_certificate_chain")
+        if data.type == CERT_TYPE_PCK_LEAF and len(chain) == 2:  # the CA and root given
+            return [data.pck_leaf(), *chain]
+        return chain
 
     # --- A: PCK chain ---------------------------------------------------------------------
 
@@ -661,7 +672,7 @@ class Verifier:
             found = "none" if tcb.pce_id is None else tcb.pce_id.hex()
             raise VerificationFailed("pceid_mismatch", f"TCB info PCE-ID {found}, the PCK "
                                                        f"certifies {ext.pceid.hex()}")
-        _check_certification_data(q, ext)
+        _check_certification_data(q, ext, chain.leaf)
         if not verify_raw(chain.key, q.qe_report_signature, q.qe_report):
             raise VerificationFailed("qe_report_signature",
                                      "QE report signature does not verify with the PCK key")
@@ -725,6 +736,70 @@ class Verifier:
 
 
 _QE_AT = ReportBody.OFFSETS
+_KEY_TYPES = {0: "EPID", 1: "reserved", 2: "ECDSA-256-with-P-256", 3: "ECDSA-384-with-P-384"}
+"""``sgx_ql_attestation_algorithm_id_t`` (Intel's sgx_quote_3.h); DCAP signs with 2 only."""
+_TEE_TYPES = {TEE_TYPE_SGX: "SGX", TEE_TYPE_TDX: "TDX"}
+
+
+def _check_types(key_type: int, tee_type: int) -> None:
+    """D.1: only ECDSA-P256 attestation keys and SGX enclaves are verified here."""
+    if key_type != ATT_KEY_TYPE_ECDSA_P256:
+        raise VerificationFailed(
+            "unsupported_quote",
+            f"attestation key type {key_type} ({_KEY_TYPES.get(key_type, 'unknown')}) is not "
+            "supported; only 2 (ECDSA-256-with-P-256) is verified here")
+    if tee_type != TEE_TYPE_SGX:
+        raise VerificationFailed(
+            "unsupported_quote",
+            f"TEE type {tee_type:#x} ({_TEE_TYPES.get(tee_type, 'unknown')}) is not SGX; only "
+            "SGX quotes are verified here")
+
+
+def check_pck_chain_source(quote: Quote, pck_chain: bytes | None) -> None:
+    """Whether the PCK chain ``quote`` needs is at hand: in the quote (type 5) or ``pck_chain``.
+
+    Raises:
+        VerificationFailed: ``unsupported_quote``, saying which collateral a quote of type
+            1-4 needs, or that type 7 (and others) are not verified.
+    """
+    data = quote.certification_data
+    if data.type == CERT_TYPE_PCK_CHAIN:
+        return
+    if data.type not in _PCK_FROM_COLLATERAL:
+        raise VerificationFailed(
+            "unsupported_quote",
+            f"certification data type {data.type} ({data.type_name}) is not verified here: "
+            "Intel's QVL verifies types 1-5 only")
+    if pck_chain is None:
+        wanted = ("the PCK CA and root (or the whole chain)"
+                  if data.type == CERT_TYPE_PCK_LEAF else "the PCK certificate chain")
+        raise VerificationFailed(
+            "unsupported_quote",
+            f"certification data type {data.type} ({data.type_name}) carries no PCK chain: "
+            f"give {wanted} (quote verify --pck-cert FILE, collateral pck_certificate_chain) "
+            "or fetch the PCK certificate from a PCCS that serves it by PPID "
+            "(GET /sgx/certification/v4/pckcert with the quote's PPID, CPUSVN, PCESVN, PCE-ID)")
+
+
+def parse_quote(data: bytes, *, allow_trailing: bool = False) -> Quote:
+    """Parse a quote for verification: its key and TEE types are checked before the rest.
+
+    Bytes after the signature data are refused unless ``allow_trailing`` (see
+    :meth:`Quote.parse`); the verifier checks the parsed quote, never those bytes.
+
+    A quote of another attestation-key or TEE type lays its signature data out differently,
+    so parsing it as an ECDSA-P256 SGX quote would fail as malformed; this names the type
+    instead. Other header faults (too short, unknown version) are the parser's.
+
+    Raises:
+        VerificationFailed: ``unsupported_quote`` naming the key or TEE type found.
+        QuoteFormatError: the quote does not parse.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)) and len(data) >= 8:
+        version, key_type, tee_type = struct.unpack_from("<HHI", data)
+        if version in (3, 4, 5):
+            _check_types(key_type, tee_type)
+    return Quote.parse(data, allow_trailing=allow_trailing)
 
 
 def _masked_equal(value: bytes, mask: bytes, expected: bytes) -> bool:
@@ -733,32 +808,35 @@ def _masked_equal(value: bytes, mask: bytes, expected: bytes) -> bool:
     return big == int.from_bytes(expected, "big") and len(value) == len(expected)
 
 
-_PPID_SIZES = {1: 16, 2: 256, 3: 384}
-"""Certification data types 1-3: PPID (clear or RSA-OAEP encrypted) ‖ CPUSVN ‖ PCESVN ‖ PCE-ID."""
+_PCK_FROM_COLLATERAL = (1, 2, 3, CERT_TYPE_PCK_LEAF)
+"""Certification data types whose PCK chain comes from the collateral (pck_certificate_chain)."""
 
 
-def _check_certification_data(q: Quote, ext: PckExtension) -> None:
+def _check_certification_data(q: Quote, ext: PckExtension, leaf: x509.Certificate) -> None:
     """D.4: certification data other than a PCK chain must describe the certified platform."""
-    cert_type, data = q.certification_data.type, q.certification_data.data
-    if cert_type == CERT_TYPE_PCK_CHAIN:
+    data = q.certification_data
+    if data.type == CERT_TYPE_PCK_CHAIN:
         return
-    if cert_type not in _PPID_SIZES:
-        raise VerificationFailed("unsupported_quote",
-                                 f"certification data type {cert_type} is not supported")
-    ppid_size = _PPID_SIZES[cert_type]
-    if len(data) not in (ppid_size + 18, ppid_size + 20):  # PCE-ID absent in older QEs
+    if data.type == CERT_TYPE_PCK_LEAF:
+        try:
+            same = data.pck_leaf().public_bytes(Encoding.DER) == _der(leaf)
+        except QuoteFormatError as exc:
+            raise VerificationFailed("certification_data", str(exc)) from exc
+        if not same:
+            raise VerificationFailed(
+                "certification_data", "type 4 certification data is not the PCK certificate "
+                "of the supplied chain")
+        return
+    try:
+        ppid = data.ppid_data()
+    except QuoteFormatError as exc:
+        raise VerificationFailed("certification_data", str(exc)) from exc
+    if (ppid.cpusvn != ext.cpusvn or ppid.pcesvn != ext.pcesvn
+            or (ppid.pceid is not None and ppid.pceid != ext.pceid)
+            or (data.type == CERT_TYPE_PPID_CLEARTEXT and ppid.ppid != ext.ppid)):
         raise VerificationFailed(
             "certification_data",
-            f"type {cert_type} certification data is {len(data)} bytes, expected "
-            f"{ppid_size + 20} (or {ppid_size + 18} without PCE-ID)")
-    cpusvn = data[ppid_size : ppid_size + 16]
-    pcesvn = int.from_bytes(data[ppid_size + 16 : ppid_size + 18], "little")
-    pceid = data[ppid_size + 18 :]
-    if (cpusvn != ext.cpusvn or pcesvn != ext.pcesvn or (pceid and pceid != ext.pceid)
-            or (cert_type == 1 and data[:16] != ext.ppid)):
-        raise VerificationFailed(
-            "certification_data",
-            f"type {cert_type} certification data (PPID, CPUSVN, PCESVN, PCE-ID) is not the "
+            f"type {data.type} certification data (PPID, CPUSVN, PCESVN, PCE-ID) is not the "
             "platform the PCK certificate certifies")
 
 

@@ -9,10 +9,23 @@ Fortanix's enhanced form (ESGXS, rust-sgx ``doc/SGXS.md``) adds two records:
 loaded but not measured; skipped when measuring) and ``UNSIZED`` (an ECREATE
 whose size is not fixed yet; such a stream cannot be measured, so it is refused).
 
-enclavekit reads and writes the page-ordered form that every known loader emits:
-each chunk record belongs to the page of the EADD before it, in ascending chunk
-order. That makes :class:`SgxsStream` (ECREATE parameters plus pages) a lossless
-model of the measured stream: re-exporting it reproduces the same MRENCLAVE.
+Two readings of a stream (``docs/sgx/sgxs.md``):
+
+* **Valid** — what the processor would accept in this order: ECREATE first and
+  once; each EADD of a new page-aligned offset inside SIZE with FLAGS EADD
+  allows; each EEXTEND (or UNMEASRD) of a 256-byte chunk of a page EADDed
+  *before* it, in any order and any number of times, as long as every record of
+  one chunk carries the same 256 bytes (the stream describes one load, in which
+  EADD copied each page once: two contents for a chunk are no page to load).
+  :func:`measure_sgxs` measures every valid stream: MRENCLAVE is the SHA-256 of
+  its measured records, in the order they appear.
+* **Canonical** (page-ordered) — valid, and each page's chunk records follow
+  its EADD directly, each chunk at most once, in ascending chunk order. This is
+  what :func:`write_sgxs` writes and what known tools emit (sgx-spec.md §2.1),
+  and only this form is modelled by :class:`SgxsStream` (ECREATE parameters
+  plus pages with chunk masks) without loss: re-exporting it reproduces the same
+  bytes and MRENCLAVE. :func:`read_sgxs` therefore refuses a valid stream that
+  is not canonical, saying so; enclave images hold canonical streams.
 """
 
 from __future__ import annotations
@@ -233,14 +246,29 @@ def write_sgxs(
 
 
 def read_sgxs(data: bytes | bytearray | memoryview) -> SgxsStream:
-    """Parse an SGXS (or ESGXS) stream; a malformed one raises InvalidStructure("SGXS", ...)."""
-    return _Reader(bytes(data)).read()
+    """Parse a canonical SGXS (or ESGXS) stream into its page model.
+
+    Raises:
+        InvalidStructure: the stream is malformed, or valid but not canonical
+            (:func:`measure_sgxs` measures those).
+    """
+    reader = _Reader(bytes(data), canonical=True)
+    reader.read()
+    return SgxsStream(reader.ssaframesize, reader.size,
+                      tuple(page.close() for page in reader.pages.values()))
 
 
 def measure_sgxs(data: bytes | bytearray | memoryview) -> bytes:
-    """MRENCLAVE of an SGXS stream: checks it parses, then hashes its measured records."""
+    """MRENCLAVE of any valid SGXS stream: the SHA-256 of its measured records, in order.
+
+    Chunks may come in any order, from any page added before them, and more than once
+    (as the processor measures them); UNMEASRD records are skipped.
+
+    Raises:
+        InvalidStructure: a record the processor would refuse, or two contents for one chunk.
+    """
     raw = bytes(data)
-    reader = _Reader(raw)
+    reader = _Reader(raw, canonical=False)
     reader.read()
     h = hashlib.sha256()
     view = memoryview(raw)
@@ -252,27 +280,36 @@ def measure_sgxs(data: bytes | bytearray | memoryview) -> bytes:
     return h.digest()
 
 
-class _Reader:
-    """One pass over a stream, checking each record as the processor and Fortanix would."""
+_NOT_CANONICAL = ("the processor measures this (sgxs measure gives its MRENCLAVE), but it is "
+                  "not canonical SGXS: each page's chunks once, ascending, right after its EADD")
 
-    def __init__(self, data: bytes) -> None:
+
+class _Reader:
+    """One pass over a stream, checking each record as the processor and Fortanix would.
+
+    With ``canonical`` it also refuses what :class:`SgxsStream` cannot model.
+    """
+
+    def __init__(self, data: bytes, *, canonical: bool) -> None:
         self.data = data
+        self.canonical = canonical
         self.pos = 0
         self.index = 0
+        self.ssaframesize = 0
+        self.size = 0
         self.unmeasured_at: list[int] = []
-        self.pages: list[SgxsPage] = []
-        self.offsets: set[int] = set()
+        self.pages: dict[int, _OpenPage] = {}
 
     def fail(self, detail: str) -> InvalidStructure:
         return InvalidStructure("SGXS", f"record {self.index} at byte offset {self.pos}: {detail}")
 
-    def read(self) -> SgxsStream:
+    def read(self) -> None:
         data, end = self.data, len(self.data)
         if end < RECORD_SIZE:
             raise self.fail(f"truncated: an SGXS stream starts with a 64-byte ECREATE record, "
                             f"found {end} bytes")
-        ssaframesize, size = self._ecreate()
-        page: _OpenPage | None = None
+        self.ssaframesize, self.size = self._ecreate()
+        last: _OpenPage | None = None
         self.pos, self.index = RECORD_SIZE, 1
         while self.pos < end:
             pos = self.pos
@@ -280,14 +317,12 @@ class _Reader:
                 raise self.fail(f"truncated record: {end - pos} bytes left, a record is 64")
             tag = data[pos : pos + 8]
             if tag in (EEXTEND_TAG, UNMEASRD_TAG):
-                if page is None:
+                if last is None:
                     raise self.fail(f"{_name(tag)} before any EADD record")
-                self._chunk(page, tag == EEXTEND_TAG, end)
+                self._chunk(last, tag == EEXTEND_TAG, end)
                 self.pos = pos + _CHUNK_RECORD
             elif tag == EADD_TAG:
-                if page is not None:
-                    self.pages.append(page.close())
-                page = self._eadd(size)
+                last = self._eadd()
                 self.pos = pos + RECORD_SIZE
             elif tag in (ECREATE_TAG, UNSIZED_TAG):
                 raise self.fail(f"a second {_name(tag)} record; only the first record creates")
@@ -295,9 +330,6 @@ class _Reader:
                 raise self.fail(f"unknown record tag {tag.hex()} ({_name(tag)}); expected EADD, "
                                 "EEXTEND or UNMEASRD")
             self.index += 1
-        if page is not None:
-            self.pages.append(page.close())
-        return SgxsStream(ssaframesize, size, tuple(self.pages))
 
     def _ecreate(self) -> tuple[int, int]:
         tag = self.data[:8]
@@ -316,8 +348,8 @@ class _Reader:
             raise self.fail(f"ECREATE: {problem}")
         return ssaframesize, size
 
-    def _eadd(self, size: int) -> _OpenPage:
-        data, pos = self.data, self.pos
+    def _eadd(self) -> _OpenPage:
+        data, pos, size = self.data, self.pos, self.size
         offset, flags = _U64_U64.unpack_from(data, pos + 8)
         if any(data[pos + 24 : pos + RECORD_SIZE]):
             raise self.fail("EADD bytes 24..63 (SECINFO reserved) must be zero")
@@ -325,7 +357,7 @@ class _Reader:
             raise self.fail(f"EADD offset {offset:#x} is not page aligned")
         if offset + PAGE_SIZE > size:
             raise self.fail(f"EADD offset {offset:#x} lies outside the enclave (SIZE {size:#x})")
-        if offset in self.offsets:
+        if offset in self.pages:
             raise self.fail(f"EADD offset {offset:#x} was already added")
         problem = _flags_problem(flags)
         if problem:
@@ -333,10 +365,10 @@ class _Reader:
         if _page_type(flags) == PageType.PT_TCS and flags & SECINFO_RWX:
             raise self.fail(f"EADD of a TCS records FLAGS {flags:#x}, but the processor clears "
                             "R/W/X of a TCS (expected 0x100); the stream cannot be a measurement")
-        self.offsets.add(offset)
-        return _OpenPage(offset, flags)
+        page = self.pages[offset] = _OpenPage(offset, flags)
+        return page
 
-    def _chunk(self, page: _OpenPage, measured: bool, end: int) -> None:
+    def _chunk(self, last: _OpenPage, measured: bool, end: int) -> None:
         data, pos = self.data, self.pos
         name = "EEXTEND" if measured else "UNMEASRD"
         if end - pos < _CHUNK_RECORD:
@@ -347,30 +379,41 @@ class _Reader:
             raise self.fail(f"{name} header bytes 16..63 must be zero")
         if offset % EEXTEND_CHUNK:
             raise self.fail(f"{name} offset {offset:#x} is not 256-byte aligned")
-        if offset - offset % PAGE_SIZE != page.offset:
-            raise self.fail(f"{name} offset {offset:#x} is not inside the page of the EADD before "
-                            f"it ({page.offset:#x})")
+        page = self.pages.get(offset - offset % PAGE_SIZE)
+        if page is None:
+            raise self.fail(f"{name} offset {offset:#x} is not inside any page EADDed before it")
         if measured and _page_type(page.flags) not in _EEXTEND_TYPES:
             raise self.fail(f"EEXTEND of a page of type {_page_type(page.flags)}; only PT_REG "
                             "and PT_TCS pages are measured")
         index = (offset % PAGE_SIZE) // EEXTEND_CHUNK
-        if index <= page.last:
-            raise self.fail(f"{name} of chunk {index} after chunk {page.last} of the same page; "
-                            "each chunk once, in ascending order")
-        page.last = index
         start = index * EEXTEND_CHUNK
-        page.data[start : start + EEXTEND_CHUNK] = data[pos + RECORD_SIZE : pos + _CHUNK_RECORD]
+        chunk = data[pos + RECORD_SIZE : pos + _CHUNK_RECORD]
+        bit = 1 << index
+        if page.loaded & bit and page.data[start : start + EEXTEND_CHUNK] != chunk:
+            raise self.fail(f"{name} of chunk {index} of the page at {page.offset:#x} carries "
+                            "other bytes than an earlier record of that chunk; a stream describes "
+                            "one load, in which EADD copied each page once")
+        if self.canonical:
+            if page is not last:
+                raise self.fail(f"{name} of the page at {page.offset:#x} after the EADD of "
+                                f"{last.offset:#x}; {_NOT_CANONICAL}")
+            if index <= page.last:
+                raise self.fail(f"{name} of chunk {index} after chunk {page.last} of the same "
+                                f"page; {_NOT_CANONICAL}")
+        page.last = index
+        page.data[start : start + EEXTEND_CHUNK] = chunk
+        page.loaded |= bit
         if measured:
-            page.measured |= 1 << index
+            page.measured |= bit
         else:
-            page.unmeasured |= 1 << index
+            page.unmeasured |= bit
             self.unmeasured_at.append(pos)
 
 
 class _OpenPage:
     """A page being read: chunks arrive one record at a time."""
 
-    __slots__ = ("data", "flags", "last", "measured", "offset", "unmeasured")
+    __slots__ = ("data", "flags", "last", "loaded", "measured", "offset", "unmeasured")
 
     def __init__(self, offset: int, flags: int) -> None:
         self.offset = offset
@@ -378,6 +421,7 @@ class _OpenPage:
         self.data = bytearray(PAGE_SIZE)
         self.measured = 0
         self.unmeasured = 0
+        self.loaded = 0
         self.last = -1
 
     def close(self) -> SgxsPage:

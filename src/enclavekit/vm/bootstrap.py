@@ -83,6 +83,7 @@ RUNTIME_MODULES = (
     "enclavekit/sgx/keys.py",
     "enclavekit/dcap/arch.py",
     "enclavekit/dcap/ecdsa.py",
+    "enclavekit/dcap/certdata.py",
     "enclavekit/dcap/quote.py",
     *(f"enclavekit/{m}.py" for m in ("enclave/peer", "_codec", "_fs", "dcap/collateral", "dcap/pckext", "dcap/policy", "dcap/roots", "dcap/tcbinfo", "dcap/verify")),  # noqa: E501 (peer attestation, enclave/peer.py)
 )
