@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["PCS_PREFIX", "Collateral", "crl_der", "fetch", "fetch_for_quote", "pck_ca_kind",
-           "pem_chain"]
+           "pem_chain", "qe_identities", "tcb_infos"]
 
 PCS_PREFIX = "/sgx/certification/v4"
 """Path prefix of Intel PCS v4 (and PCCS) SGX collateral endpoints."""
@@ -96,8 +96,10 @@ def _qe_identity(key: tuple[bytes, bytes]) -> QeIdentity:
     return QeIdentity.parse(*key)
 
 
-_TCB_INFOS: ContentCache[TcbInfo] = ContentCache(_tcb_info, entries=64)
-_QE_IDENTITIES: ContentCache[QeIdentity] = ContentCache(_qe_identity, entries=16)
+tcb_infos: ContentCache[TcbInfo] = ContentCache(_tcb_info, entries=64)
+"""``tcb_infos((signed bytes, signature))``: :meth:`TcbInfo.parse`, kept per distinct pair."""
+qe_identities: ContentCache[QeIdentity] = ContentCache(_qe_identity, entries=16)
+"""``qe_identities((signed bytes, signature))``: :meth:`QeIdentity.parse`, kept likewise."""
 
 
 def _hex_signature(value: Any, what: str) -> bytes:
@@ -146,11 +148,11 @@ class Collateral:
 
     def parse_tcb_info(self) -> TcbInfo:
         """The TCB info, parsed once per distinct (signed bytes, signature)."""
-        return _TCB_INFOS((self.tcb_info, self.tcb_info_signature))
+        return tcb_infos((self.tcb_info, self.tcb_info_signature))
 
     def parse_qe_identity(self) -> QeIdentity:
         """The QE identity, parsed once per distinct (signed bytes, signature)."""
-        return _QE_IDENTITIES((self.qe_identity, self.qe_identity_signature))
+        return qe_identities((self.qe_identity, self.qe_identity_signature))
 
     def check(self) -> Collateral:
         """Parse every piece once (format only); returns ``self``.

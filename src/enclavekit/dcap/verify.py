@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..sgx.consts import AttributeFlags
 from ..sgx.structs import Attributes, ReportBody
-from .collateral import Collateral, pem_chain
+from .collateral import Collateral, pem_chain, qe_identities, tcb_infos
 from .crl import Crl, load_crl
 from .ecdsa import public_key_from_raw, verify_raw
 from .memo import ContentCache
@@ -361,15 +361,28 @@ class _Parsed:
 
 
 def _parse_collateral(collateral: Collateral) -> _Parsed:
-    """Every collateral piece parsed (each kept per distinct content: :mod:`.memo`)."""
+    """Every collateral piece the verifier reads, parsed (kept per distinct content)."""
+    return _COLLATERALS((
+        collateral.root_ca_crl, collateral.pck_crl, collateral.tcb_info_issuer_chain,
+        collateral.qe_identity_issuer_chain, collateral.tcb_info, collateral.tcb_info_signature,
+        collateral.qe_identity, collateral.qe_identity_signature))
+
+
+def _parse_pieces(key: tuple[bytes, ...]) -> _Parsed:
+    root_crl, pck_crl, tcb_chain, qe_chain, tcb_info, tcb_sig, qe_identity, qe_sig = key
     return _Parsed(
-        tcb_info=collateral.parse_tcb_info(),
-        qe_identity=collateral.parse_qe_identity(),
-        root_crl=load_crl(collateral.root_ca_crl, "root CA CRL"),
-        pck_crl=load_crl(collateral.pck_crl, "PCK CRL"),
-        tcb_chain=pem_chain(collateral.tcb_info_issuer_chain, "tcb_info_issuer_chain"),
-        qe_chain=pem_chain(collateral.qe_identity_issuer_chain, "qe_identity_issuer_chain"),
+        tcb_info=tcb_infos((tcb_info, tcb_sig)),
+        qe_identity=qe_identities((qe_identity, qe_sig)),
+        root_crl=load_crl(root_crl, "root CA CRL"),
+        pck_crl=load_crl(pck_crl, "PCK CRL"),
+        tcb_chain=pem_chain(tcb_chain, "tcb_info_issuer_chain"),
+        qe_chain=pem_chain(qe_chain, "qe_identity_issuer_chain"),
     )
+
+
+# The pieces of one collateral as the verifier reads them, one entry per distinct content (each
+# piece is also kept on its own, so collateral sharing a piece with another parses it once).
+_COLLATERALS: ContentCache[_Parsed] = ContentCache(_parse_pieces, entries=32)
 
 
 @dataclass(frozen=True)
@@ -487,8 +500,10 @@ class Verifier:
                 with _malformed("tcb_info_chain"):
                     self._check_signed(parsed, chain.root, "tcb_info")  # B
                 with _malformed("qe_identity_chain"):  # C (one signer cert: checked once)
+                    tcb_signer, qe_signer = parsed.tcb_chain[0], parsed.qe_chain[0]
                     self._check_signed(parsed, chain.root, "qe_identity",
-                                       signer_checked=parsed.qe_chain[0] == parsed.tcb_chain[0])
+                                       signer_checked=qe_signer is tcb_signer
+                                       or qe_signer == tcb_signer)
             with _malformed("tcb_info_chain"):
                 self._signed_times(parsed, when)
         except VerificationFailed:
