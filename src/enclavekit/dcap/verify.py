@@ -35,7 +35,6 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
@@ -52,7 +51,7 @@ from ..sgx.consts import AttributeFlags
 from ..sgx.structs import Attributes, ReportBody
 from .collateral import Collateral, pem_chain, qe_identities, tcb_infos
 from .crl import Crl, load_crl
-from .ecdsa import public_key_from_raw, verify_raw
+from .ecdsa import public_key_from_raw, verify_raw, verify_sha256
 from .memo import ContentCache
 from .pckext import SGX_TYPES, PckExtension
 from .quote import (
@@ -183,7 +182,6 @@ def _cn(name: x509.Name) -> str:
 
 
 _T = TypeVar("_T")
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 def _per_object(fn: Callable[[x509.Certificate], _T]) -> Callable[[x509.Certificate], _T]:
@@ -249,7 +247,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, wha
         tbs, signature = _signed_parts(cert)
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise TypeError("issuer key is not an EC key")
-        key.verify(signature, tbs, _ECDSA_SHA256)
+        verify_sha256(key, signature, tbs)
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise CertificateChainError(check, f"{what}: signature does not verify") from exc
 
@@ -291,7 +289,7 @@ def _crl_issuer(crl: Crl, issuer: x509.Certificate, what: str) -> None:
     valid = False
     if crl.ecdsa_sha256 and isinstance(key, ec.EllipticCurvePublicKey):
         try:
-            key.verify(crl.signature, crl.tbs, _ECDSA_SHA256)
+            verify_sha256(key, crl.signature, crl.tbs)
             valid = True
         except (InvalidSignature, ValueError, TypeError):
             valid = False
@@ -323,7 +321,8 @@ class _malformed:
     """pyca parses certificate and CRL fields lazily: a malformed field surfaces as ValueError
     on first access. Inside a check, that is a failure of the check, never a crash.
 
-    A class rather than a generator: it runs five times per verification."""
+    A class rather than a generator, one stateless instance per check (module constants): it
+    runs five times per verification."""
 
     __slots__ = ("check",)
 
@@ -339,6 +338,11 @@ class _malformed:
             return
         if isinstance(exc, (ValueError, TypeError, x509.DuplicateExtension, x509.InvalidVersion)):
             raise VerificationFailed(self.check, f"malformed certificate or CRL: {exc}") from exc
+
+
+_GUARD_PCK_CHAIN = _malformed("pck_chain")
+_GUARD_TCB_INFO_CHAIN = _malformed("tcb_info_chain")
+_GUARD_QE_IDENTITY_CHAIN = _malformed("qe_identity_chain")
 
 
 def _when(at: datetime | None) -> datetime:
@@ -487,24 +491,24 @@ class Verifier:
         chain = self._chains.get((ckey, pkey)) if self._keep else None
         if chain is None:
             certs = _QUOTE_CHAINS(chain_pem) if in_quote else _COLLATERAL_CHAINS(chain_pem)
-            with _malformed("pck_chain"):
+            with _GUARD_PCK_CHAIN:
                 chain = self._check_chain(certs, parsed)  # A: signatures
             if self._keep:
                 self._store(self._chains, (ckey, pkey), chain)
         vkey = (ckey, _der(chain.root))
         validated = self._keep and vkey in self._validated
         try:
-            with _malformed("pck_chain"):
+            with _GUARD_PCK_CHAIN:
                 self._chain_times(chain, parsed, when)  # A: time
             if not validated:
-                with _malformed("tcb_info_chain"):
+                with _GUARD_TCB_INFO_CHAIN:
                     self._check_signed(parsed, chain.root, "tcb_info")  # B
-                with _malformed("qe_identity_chain"):  # C (one signer cert: checked once)
+                with _GUARD_QE_IDENTITY_CHAIN:  # C (one signer cert: checked once)
                     tcb_signer, qe_signer = parsed.tcb_chain[0], parsed.qe_chain[0]
                     self._check_signed(parsed, chain.root, "qe_identity",
                                        signer_checked=qe_signer is tcb_signer
                                        or qe_signer == tcb_signer)
-            with _malformed("tcb_info_chain"):
+            with _GUARD_TCB_INFO_CHAIN:
                 self._signed_times(parsed, when)
         except VerificationFailed:
             self._chains.pop((ckey, pkey), None)
@@ -698,7 +702,7 @@ class Verifier:
             raise VerificationFailed("qe_tcb_not_supported",
                                      f"QE ISVSVN {isvsvn} is below every QE identity level")
         try:
-            attestation_key = public_key_from_raw(q.attestation_key)
+            attestation_key = _ATTESTATION_KEYS(q.attestation_key)
         except QuoteFormatError as exc:  # unreachable once bound above, kept for safety
             raise VerificationFailed("quote_signature", str(exc)) from exc
         if not verify_raw(attestation_key, q.signature, signed):
@@ -726,6 +730,16 @@ class Verifier:
 
 
 _QE_AT = ReportBody.OFFSETS
+
+
+def _attestation_key(raw: bytes) -> ec.EllipticCurvePublicKey:
+    return public_key_from_raw(raw)
+
+
+# A QE keeps its attestation key across many quotes: the point is decoded (and checked to lie
+# on the curve) once per distinct 64 bytes; the quote signature is verified every call.
+_ATTESTATION_KEYS: ContentCache[ec.EllipticCurvePublicKey] = ContentCache(
+    _attestation_key, entries=256)
 
 
 def _signed_region(quote: bytes | Quote, q: Quote) -> bytes:
