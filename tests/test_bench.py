@@ -22,3 +22,5 @@ def test_benchmark_runs_in_short_form(name: str, capsys: pytest.CaptureFixture[s
         sys.path.remove(str(BENCH))
     out = capsys.readouterr().out
     assert "ratio" in out
+    if name == "bench_verify":  # the relying party's rate beside dcap-qvl's, same run
+        assert "baseline dcap-qvl 0.7.0" in out, out

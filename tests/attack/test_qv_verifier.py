@@ -19,6 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from enclavekit.dcap import collateral as collateral_module
+from enclavekit.dcap import memo
 from enclavekit.dcap import verify as verify_module
 from enclavekit.dcap.collateral import Collateral, fetch
 from enclavekit.dcap.ecdsa import P256_ORDER
@@ -403,14 +405,18 @@ def _fault(*_: object, **__: object) -> Any:
 
 @pytest.mark.parametrize("target", [
     "_parse_collateral", "_check_chain", "_check_signed", "_signed_times", "_chain_times",
-    "_check_quote", "verify_raw", "public_key_from_raw", "load_pem_chain",
+    "_check_quote", "verify_raw", "public_key_from_raw", "load_pem_chain", "load_crl",
+    "pem_chain",
 ])
 def test_qv11_faults_never_fail_open(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
     f = forge()
     if hasattr(Verifier, target):
         monkeypatch.setattr(Verifier, target, _fault)
     else:
-        monkeypatch.setattr(verify_module, target, _fault)
+        for module in (verify_module, collateral_module):  # wherever the verifier calls it
+            if hasattr(module, target):
+                monkeypatch.setattr(module, target, _fault)
+    memo.clear()  # a parse kept from an earlier test would not run the faulty parser
     with pytest.raises(Exception) as err:
         verify_quote(f.quote, f.collateral, trusted_roots=f.roots, at=f.at)
     assert err.type is not AssertionError

@@ -297,3 +297,23 @@ def test_type_1_certification_data_must_describe_the_pck_platform() -> None:
         with pytest.raises(VerificationFailed) as err:
             verify_quote(retyped, case.collateral, trusted_roots=case.roots, at=case.at)
         assert err.value.check == check, cert_type
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_quote_signature_is_checked_over_the_bytes_that_arrived(version: int) -> None:
+    """The signed region is sliced from the quote bytes: it is what re-encoding the parsed
+    header (and v5 descriptor) and body gives, and a quote whose signed region differs in one
+    byte is refused by the quote signature."""
+    from enclavekit.dcap.quote import Quote
+    from enclavekit.dcap.verify import _signed_region
+    from tests.dcap._forge import forge
+
+    f = forge(version=version)
+    q = Quote.parse(f.quote)
+    assert _signed_region(f.quote, q) == q.signed_bytes() == _signed_region(q, q)
+    assert verify_quote(f.quote, f.collateral, trusted_roots=f.roots, at=f.at).status
+    data = bytearray(f.quote)
+    data[len(q.signed_bytes()) - 1] ^= 1  # the body's last byte
+    with pytest.raises(VerificationFailed) as err:
+        verify_quote(bytes(data), f.collateral, trusted_roots=f.roots, at=f.at)
+    assert err.value.check == "quote_signature"

@@ -12,6 +12,9 @@ signed JSON text and raw signatures). It moves in three forms:
 
 Loading checks that every piece parses (typed :class:`CollateralFormatError` otherwise); it does
 not check signatures or validity windows — that is the verifier's job, at its verification time.
+Each piece is parsed once per distinct content (:mod:`.memo`: the CRLs by their DER, the issuer
+chains by their PEM, TCB info and QE identity by their signed bytes and signature), so loading
+the same collateral again, and verifying with it, parses nothing twice.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .._codec import JSONError, strict_json
 from .._fs import atomic_write
 from ..errors import AttestationError, CollateralFormatError
+from .crl import load_crl
+from .memo import ContentCache
 from .pckext import PckExtension
 from .quote import Quote
 from .roots import load_pem_chain
@@ -38,7 +43,8 @@ from .tcbinfo import QeIdentity, TcbInfo, split_signed_body
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["PCS_PREFIX", "Collateral", "crl_der", "fetch", "fetch_for_quote", "pck_ca_kind"]
+__all__ = ["PCS_PREFIX", "Collateral", "crl_der", "fetch", "fetch_for_quote", "pck_ca_kind",
+           "pem_chain", "qe_identities", "tcb_infos"]
 
 PCS_PREFIX = "/sgx/certification/v4"
 """Path prefix of Intel PCS v4 (and PCCS) SGX collateral endpoints."""
@@ -70,11 +76,30 @@ def crl_der(data: bytes | str, what: str = "CRL") -> bytes:
             raw = bytes.fromhex(raw.decode("ascii"))
         except ValueError as exc:
             raise CollateralFormatError(f"{what}: odd-length or malformed hex") from exc
-    try:
-        x509.load_der_x509_crl(raw)
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise CollateralFormatError(f"{what}: DER does not parse: {exc}") from exc
+    load_crl(raw, f"{what}: DER")  # parsed as the verifier parses it, once per distinct DER
     return raw
+
+
+def _pem_chain(raw: bytes, what: str) -> tuple[x509.Certificate, ...]:
+    return tuple(load_pem_chain(raw, what))
+
+
+pem_chain: ContentCache[tuple[x509.Certificate, ...]] = ContentCache(_pem_chain, entries=64)
+"""``pem_chain(pem, what)``: :func:`~.roots.load_pem_chain` as a tuple, kept per distinct PEM."""
+
+
+def _tcb_info(key: tuple[bytes, bytes]) -> TcbInfo:
+    return TcbInfo.parse(*key)
+
+
+def _qe_identity(key: tuple[bytes, bytes]) -> QeIdentity:
+    return QeIdentity.parse(*key)
+
+
+tcb_infos: ContentCache[TcbInfo] = ContentCache(_tcb_info, entries=64)
+"""``tcb_infos((signed bytes, signature))``: :meth:`TcbInfo.parse`, kept per distinct pair."""
+qe_identities: ContentCache[QeIdentity] = ContentCache(_qe_identity, entries=16)
+"""``qe_identities((signed bytes, signature))``: :meth:`QeIdentity.parse`, kept likewise."""
 
 
 def _hex_signature(value: Any, what: str) -> bytes:
@@ -122,10 +147,12 @@ class Collateral:
     # --- parsing helpers (the verifier calls these; each raises CollateralFormatError) ----
 
     def parse_tcb_info(self) -> TcbInfo:
-        return TcbInfo.parse(self.tcb_info, self.tcb_info_signature)
+        """The TCB info, parsed once per distinct (signed bytes, signature)."""
+        return tcb_infos((self.tcb_info, self.tcb_info_signature))
 
     def parse_qe_identity(self) -> QeIdentity:
-        return QeIdentity.parse(self.qe_identity, self.qe_identity_signature)
+        """The QE identity, parsed once per distinct (signed bytes, signature)."""
+        return qe_identities((self.qe_identity, self.qe_identity_signature))
 
     def check(self) -> Collateral:
         """Parse every piece once (format only); returns ``self``.
@@ -134,15 +161,15 @@ class Collateral:
             CollateralFormatError: the first piece that does not parse, named.
         """
         if self.pck_crl_issuer_chain.strip():
-            load_pem_chain(self.pck_crl_issuer_chain, "pck_crl_issuer_chain")
+            pem_chain(self.pck_crl_issuer_chain, "pck_crl_issuer_chain")
         crl_der(self.root_ca_crl, "root_ca_crl")
         crl_der(self.pck_crl, "pck_crl")
-        load_pem_chain(self.tcb_info_issuer_chain, "tcb_info_issuer_chain")
-        load_pem_chain(self.qe_identity_issuer_chain, "qe_identity_issuer_chain")
+        pem_chain(self.tcb_info_issuer_chain, "tcb_info_issuer_chain")
+        pem_chain(self.qe_identity_issuer_chain, "qe_identity_issuer_chain")
         self.parse_tcb_info()
         self.parse_qe_identity()
         if self.pck_certificate_chain is not None:
-            load_pem_chain(self.pck_certificate_chain, "pck_certificate_chain")
+            pem_chain(self.pck_certificate_chain, "pck_certificate_chain")
         return self
 
     def digest(self) -> bytes:
@@ -163,10 +190,22 @@ class Collateral:
     def from_json(cls, text: bytes | str) -> Collateral:
         """Load dcap-qvl's ``QuoteCollateralV3`` layout (also what :meth:`to_json` writes).
 
+        The same text gives the same (immutable) collateral: it is parsed once per distinct
+        content (:mod:`.memo`).
+
         Raises:
             CollateralFormatError: not JSON, a key missing or of the wrong type, or a piece
                 that does not parse.
         """
+        if isinstance(text, (bytearray, memoryview)):
+            text = bytes(text)
+        if not isinstance(text, (bytes, str)):
+            raise CollateralFormatError(
+                f"collateral JSON must be bytes or text, found {type(text).__name__}")
+        return _DOCUMENTS(text)
+
+    @classmethod
+    def _parse_json(cls, text: bytes | str) -> Collateral:
         try:
             obj = strict_json(text)
         except JSONError as exc:
@@ -276,6 +315,10 @@ class Collateral:
             pck_certificate_chain=(None if pck_certificate_chain is None
                                    else text(pck_certificate_chain)),
         ).check()
+
+
+_DOCUMENTS: ContentCache[Collateral] = ContentCache(Collateral._parse_json, entries=16)
+"""Collateral JSON documents, parsed once per distinct text (the pieces have their own caches)."""
 
 
 # --- fetching from a PCS v4-compatible service ----------------------------------------------

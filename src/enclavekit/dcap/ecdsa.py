@@ -7,22 +7,29 @@ DER decoder would not make: r and s must lie in [1, n-1] (CVE-2022-21449, QV-9).
 
 from __future__ import annotations
 
+import hashlib
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
 
 from ..errors import QuoteFormatError
 
-__all__ = ["P256_ORDER", "public_key_from_raw", "public_key_to_raw", "sign_raw", "verify_raw"]
+__all__ = ["P256_ORDER", "public_key_from_raw", "public_key_to_raw", "sign_raw", "verify_raw",
+           "verify_sha256"]
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 """n, the order of the P-256 base point."""
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_ECDSA_PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
+"""ECDSA over a SHA-256 digest computed by the caller (``hashlib``): the same check, without
+pyca setting up a digest context per verification."""
 
 
 def public_key_from_raw(raw: bytes) -> ec.EllipticCurvePublicKey:
@@ -65,7 +72,16 @@ def verify_raw(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) ->
     if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
         return False
     try:
-        key.verify(encode_dss_signature(r, s), data, _ECDSA_SHA256)
+        key.verify(encode_dss_signature(r, s), hashlib.sha256(data).digest(), _ECDSA_PREHASHED)
     except InvalidSignature:
         return False
     return True
+
+
+def verify_sha256(key: ec.EllipticCurvePublicKey, signature_der: bytes, data: bytes) -> None:
+    """Verify an ECDSA/SHA-256 signature in DER (certificates, CRLs) over ``data``.
+
+    Raises:
+        InvalidSignature: it does not verify.
+    """
+    key.verify(signature_der, hashlib.sha256(data).digest(), _ECDSA_PREHASHED)

@@ -24,20 +24,18 @@ default: a stale CRL is refused unless the caller explicitly allows a grace peri
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
@@ -53,8 +51,10 @@ from ..errors import (
 from ..sgx.consts import AttributeFlags
 from ..sgx.structs import Attributes, ReportBody
 from .certdata import CERT_TYPE_PCK_LEAF, CERT_TYPE_PPID_CLEARTEXT
-from .collateral import Collateral
-from .ecdsa import public_key_from_raw, verify_raw
+from .collateral import Collateral, pem_chain, qe_identities, tcb_infos
+from .crl import Crl, load_crl
+from .ecdsa import public_key_from_raw, verify_raw, verify_sha256
+from .memo import ContentCache
 from .pckext import SGX_TYPES, PckExtension
 from .quote import (
     ATT_KEY_TYPE_ECDSA_P256,
@@ -62,8 +62,8 @@ from .quote import (
     INTEL_QE_VENDOR_ID,
     TEE_TYPE_SGX,
     TEE_TYPE_TDX,
+    CertificationData,
     Quote,
-    check_certificate_envelope,
 )
 from .roots import intel_sgx_root_ca, load_pem_chain
 from .tcbinfo import QeIdentity, TcbInfo, converge_qe_status
@@ -187,7 +187,6 @@ def _cn(name: x509.Name) -> str:
 
 
 _T = TypeVar("_T")
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 def _per_object(fn: Callable[[x509.Certificate], _T]) -> Callable[[x509.Certificate], _T]:
@@ -253,7 +252,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, check: str, wha
         tbs, signature = _signed_parts(cert)
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise TypeError("issuer key is not an EC key")
-        key.verify(signature, tbs, _ECDSA_SHA256)
+        verify_sha256(key, signature, tbs)
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise CertificateChainError(check, f"{what}: signature does not verify") from exc
 
@@ -272,46 +271,21 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return bc.ca
 
 
+@_per_object
+def _validity(cert: x509.Certificate) -> tuple[datetime, datetime]:
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
 def _cert_time(cert: x509.Certificate, at: datetime, check: str, what: str) -> None:
-    if at < cert.not_valid_before_utc:
+    not_before, not_after = _validity(cert)
+    if at < not_before:
         raise CollateralExpired(check, f"{what} is not valid before "
-                                       f"{cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}")
-    if at > cert.not_valid_after_utc:
-        raise CollateralExpired(check, f"{what} expired at "
-                                       f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+                                       f"{not_before:%Y-%m-%dT%H:%M:%SZ}")
+    if at > not_after:
+        raise CollateralExpired(check, f"{what} expired at {not_after:%Y-%m-%dT%H:%M:%SZ}")
 
 
-@dataclass(frozen=True)
-class _Crl:
-    """A parsed CRL with the fields every check reads, decoded once."""
-
-    crl: x509.CertificateRevocationList
-    issuer: bytes
-    missing_extension: str | None
-    tbs: bytes
-    signature: bytes
-    ecdsa_sha256: bool
-
-    @classmethod
-    def load(cls, der: bytes, what: str) -> _Crl:
-        try:
-            crl = x509.load_der_x509_crl(der)
-            check_certificate_envelope(der)  # the same outer shape: tbs, algorithm, BIT STRING
-            issuer = crl.issuer.public_bytes()
-            missing = None
-            for ext in (x509.CRLNumber, x509.AuthorityKeyIdentifier):
-                try:
-                    crl.extensions.get_extension_for_class(ext)
-                except x509.ExtensionNotFound:
-                    missing = missing or ext.__name__
-            ecdsa_sha256 = crl.signature_algorithm_oid == SignatureAlgorithmOID.ECDSA_WITH_SHA256
-            tbs, signature = crl.tbs_certlist_bytes, crl.signature
-        except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension) as exc:
-            raise CollateralFormatError(f"{what} does not parse: {exc}") from exc
-        return cls(crl, issuer, missing, tbs, signature, ecdsa_sha256)
-
-
-def _crl_issuer(crl: _Crl, issuer: x509.Certificate, what: str) -> None:
+def _crl_issuer(crl: Crl, issuer: x509.Certificate, what: str) -> None:
     if crl.issuer != _names(issuer)[1]:
         raise VerificationFailed("crl", f"{what} is issued by "
                                         f"{crl.crl.issuer.rfc4514_string()!r}, not "
@@ -320,7 +294,7 @@ def _crl_issuer(crl: _Crl, issuer: x509.Certificate, what: str) -> None:
     valid = False
     if crl.ecdsa_sha256 and isinstance(key, ec.EllipticCurvePublicKey):
         try:
-            key.verify(crl.signature, crl.tbs, _ECDSA_SHA256)
+            verify_sha256(key, crl.signature, crl.tbs)
             valid = True
         except (InvalidSignature, ValueError, TypeError):
             valid = False
@@ -330,14 +304,13 @@ def _crl_issuer(crl: _Crl, issuer: x509.Certificate, what: str) -> None:
         raise VerificationFailed("crl", f"{what} lacks the {crl.missing_extension} extension")
 
 
-def _crl_time(crl: x509.CertificateRevocationList, at: datetime, grace: timedelta,
-              what: str) -> None:
-    nxt = crl.next_update_utc
+def _crl_time(crl: Crl, at: datetime, grace: timedelta, what: str) -> None:
+    nxt = crl.next_update
     if nxt is None:
         raise VerificationFailed("crl", f"{what} has no nextUpdate")
-    if at < crl.last_update_utc:
+    if at < crl.this_update:
         raise CollateralExpired("crl_expired", f"{what} is not valid before "
-                                               f"{crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}")
+                                               f"{crl.this_update:%Y-%m-%dT%H:%M:%SZ}")
     if at > nxt + grace:
         raise CollateralExpired("crl_expired", f"{what} expired at {nxt:%Y-%m-%dT%H:%M:%SZ}")
 
@@ -349,16 +322,32 @@ def _window(issue: datetime, nxt: datetime, at: datetime, check: str, what: str)
         raise CollateralExpired(check, f"{what} expired at {nxt:%Y-%m-%dT%H:%M:%SZ}")
 
 
-@contextlib.contextmanager
-def _malformed(check: str) -> Iterator[None]:
+class _malformed:
     """pyca parses certificate and CRL fields lazily: a malformed field surfaces as ValueError
-    on first access. Inside a check, that is a failure of the check, never a crash."""
-    try:
-        yield
-    except EnclaveKitError:
-        raise
-    except (ValueError, TypeError, x509.DuplicateExtension, x509.InvalidVersion) as exc:
-        raise VerificationFailed(check, f"malformed certificate or CRL: {exc}") from exc
+    on first access. Inside a check, that is a failure of the check, never a crash.
+
+    A class rather than a generator, one stateless instance per check (module constants): it
+    runs five times per verification."""
+
+    __slots__ = ("check",)
+
+    def __init__(self, check: str) -> None:
+        self.check = check
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if exc is None or isinstance(exc, EnclaveKitError):
+            return
+        if isinstance(exc, (ValueError, TypeError, x509.DuplicateExtension, x509.InvalidVersion)):
+            raise VerificationFailed(self.check, f"malformed certificate or CRL: {exc}") from exc
+
+
+_GUARD_PCK_CHAIN = _malformed("pck_chain")
+_GUARD_TCB_INFO_CHAIN = _malformed("tcb_info_chain")
+_GUARD_QE_IDENTITY_CHAIN = _malformed("qe_identity_chain")
 
 
 def _when(at: datetime | None) -> datetime:
@@ -374,41 +363,89 @@ def _when(at: datetime | None) -> datetime:
 class _Parsed:
     tcb_info: TcbInfo
     qe_identity: QeIdentity
-    root_crl: _Crl
-    pck_crl: _Crl
-    tcb_chain: list[x509.Certificate]
-    qe_chain: list[x509.Certificate]
+    root_crl: Crl
+    pck_crl: Crl
+    tcb_chain: tuple[x509.Certificate, ...]
+    qe_chain: tuple[x509.Certificate, ...]
 
 
 def _parse_collateral(collateral: Collateral) -> _Parsed:
-    root_crl = _Crl.load(collateral.root_ca_crl, "root CA CRL")
-    pck_crl = _Crl.load(collateral.pck_crl, "PCK CRL")
+    """Every collateral piece the verifier reads, parsed (kept per distinct content)."""
+    return _COLLATERALS((
+        collateral.root_ca_crl, collateral.pck_crl, collateral.tcb_info_issuer_chain,
+        collateral.qe_identity_issuer_chain, collateral.tcb_info, collateral.tcb_info_signature,
+        collateral.qe_identity, collateral.qe_identity_signature))
+
+
+def _parse_pieces(key: tuple[bytes, ...]) -> _Parsed:
+    root_crl, pck_crl, tcb_chain, qe_chain, tcb_info, tcb_sig, qe_identity, qe_sig = key
     return _Parsed(
-        tcb_info=collateral.parse_tcb_info(),
-        qe_identity=collateral.parse_qe_identity(),
-        root_crl=root_crl,
-        pck_crl=pck_crl,
-        tcb_chain=load_pem_chain(collateral.tcb_info_issuer_chain, "tcb_info_issuer_chain"),
-        qe_chain=load_pem_chain(collateral.qe_identity_issuer_chain, "qe_identity_issuer_chain"),
+        tcb_info=tcb_infos((tcb_info, tcb_sig)),
+        qe_identity=qe_identities((qe_identity, qe_sig)),
+        root_crl=load_crl(root_crl, "root CA CRL"),
+        pck_crl=load_crl(pck_crl, "PCK CRL"),
+        tcb_chain=pem_chain(tcb_chain, "tcb_info_issuer_chain"),
+        qe_chain=pem_chain(qe_chain, "qe_identity_issuer_chain"),
     )
+
+
+# The pieces of one collateral as the verifier reads them, one entry per distinct content (each
+# piece is also kept on its own, so collateral sharing a piece with another parses it once).
+_COLLATERALS: ContentCache[_Parsed] = ContentCache(_parse_pieces, entries=32)
 
 
 @dataclass(frozen=True)
 class _Certs:
     """A PCK chain as parsed (not yet checked) and its leaf's SGX extension (or why not)."""
 
-    certs: list[x509.Certificate]
+    certs: tuple[x509.Certificate, ...]
     ext: PckExtension | CollateralFormatError
 
 
-def _parse_chain(certs: list[x509.Certificate]) -> _Certs:
+def _parse_chain(certs: Sequence[x509.Certificate]) -> _Certs:
     try:
         ext: PckExtension | CollateralFormatError = PckExtension.from_certificate(certs[0])
     except CollateralFormatError as exc:
         ext = exc
     except ValueError as exc:  # pyca's lazy parse of a malformed extension block
         ext = CollateralFormatError(f"PCK certificate extensions do not parse: {exc}")
-    return _Certs(certs, ext)
+    return _Certs(tuple(certs), ext)
+
+
+def _quote_chain(data: bytes) -> _Certs:
+    return _parse_chain(CertificationData(CERT_TYPE_PCK_CHAIN, data).pck_chain())
+
+
+def _collateral_chain(pem: bytes) -> _Certs:
+    return _parse_chain(load_pem_chain(pem, "pck_certificate_chain"))
+
+
+def _leaf_chain(key: tuple[bytes, ...]) -> _Certs:
+    """A type-4 quote's chain: its PCK leaf before the collateral's CA and root (or the
+    collateral's whole chain, which the leaf must then match)."""
+    pem, leaf = key
+    chain = load_pem_chain(pem, "pck_certificate_chain")
+    if len(chain) == 2:  # the CA and root given
+        chain = [CertificationData(CERT_TYPE_PCK_LEAF, leaf).pck_leaf(), *chain]
+    return _parse_chain(chain)
+
+
+# A platform's PCK chain is the same in every quote it makes: parsed once per distinct bytes.
+# The quote's type-5 chain is held to a stricter encoding than a collateral-supplied one.
+_QUOTE_CHAINS: ContentCache[_Certs] = ContentCache(_quote_chain, entries=256)
+_COLLATERAL_CHAINS: ContentCache[_Certs] = ContentCache(_collateral_chain, entries=64)
+_LEAF_CHAINS: ContentCache[_Certs] = ContentCache(_leaf_chain, entries=64)
+
+
+def _chain_certs(q: Quote, collateral: Collateral, chain_pem: bytes) -> _Certs:
+    """The PCK chain of ``q`` as parsed: from its type-5 data, or (types 1-4) the collateral's."""
+    data = q.certification_data
+    if data.type == CERT_TYPE_PCK_CHAIN:
+        return _QUOTE_CHAINS(chain_pem)
+    if data.type == CERT_TYPE_PCK_LEAF:
+        assert collateral.pck_certificate_chain is not None  # _chain_pem checked it
+        return _LEAF_CHAINS((collateral.pck_certificate_chain, data.data))
+    return _COLLATERAL_CHAINS(chain_pem)
 
 
 @dataclass(frozen=True)
@@ -425,15 +462,16 @@ class Verifier:
 
     Signatures and chains of a given collateral (keyed by its content and the chain's root) and
     of a given PCK chain are checked once; time windows are checked on every call, and an entry
-    whose window no longer holds is dropped.
+    whose window no longer holds is dropped. Parsing is kept per distinct content by the module
+    caches (:mod:`.memo`) whatever the settings; they hold parses, never a check's outcome.
 
     Args:
         trusted_roots: roots a chain may end at (exact certificates). Default: Intel's
             production SGX Root CA only. Emulation roots must be passed explicitly.
         crl_grace: how long past nextUpdate a CRL is still accepted (default: not at all).
-        cache_size: entries per cache; 0 parses and checks everything on every call.
+        cache_size: entries per validation cache; 0 checks everything on every call.
         cache_validation: keep validated chains and collateral (default). False re-checks every
-            signature, chain, CRL and window on every call and memoizes parsing only.
+            signature, chain, CRL and window on every call.
     """
 
     def __init__(self, trusted_roots: Sequence[x509.Certificate] | None = None, *,
@@ -450,8 +488,6 @@ class Verifier:
         self._keep = cache_validation and cache_size > 0
         # Keys are contents: a Collateral (frozen, hashed and compared by every field's bytes),
         # the PCK chain's bytes and the root's DER.
-        self._parsed: OrderedDict[Collateral | None, _Parsed] = OrderedDict()
-        self._certs: OrderedDict[tuple[bool, bytes], _Certs] = OrderedDict()
         self._chains: OrderedDict[tuple[Collateral | None, tuple[bool, bytes]], _Chain] = \
             OrderedDict()
         self._validated: OrderedDict[tuple[Collateral | None, bytes], bool] = OrderedDict()
@@ -474,35 +510,32 @@ class Verifier:
         q = quote if isinstance(quote, Quote) else parse_quote(quote)
         self._check_header(q)
         chain_pem = self._chain_pem(q, collateral)
-        ckey = collateral if self._size else None
-        parsed = self._parsed.get(ckey) if self._size else None
-        if parsed is None:
-            parsed = _parse_collateral(collateral)
-            self._store(self._parsed, ckey, parsed)
+        ckey = collateral if self._keep else None
+        parsed = _parse_collateral(collateral)
         # the quote's chain is held to a stricter encoding than a collateral-supplied one
-        pkey = (q.certification_data.type == CERT_TYPE_PCK_CHAIN, chain_pem)
+        in_quote = q.certification_data.type == CERT_TYPE_PCK_CHAIN
+        pkey = (in_quote, chain_pem)
         chain = self._chains.get((ckey, pkey)) if self._keep else None
         if chain is None:
-            certs = self._certs.get(pkey) if self._size else None
-            if certs is None:
-                certs = _parse_chain(self._load_chain(q, collateral))
-                self._store(self._certs, pkey, certs)
-            with _malformed("pck_chain"):
+            certs = _chain_certs(q, collateral, chain_pem)
+            with _GUARD_PCK_CHAIN:
                 chain = self._check_chain(certs, parsed)  # A: signatures
             if self._keep:
                 self._store(self._chains, (ckey, pkey), chain)
         vkey = (ckey, _der(chain.root))
         validated = self._keep and vkey in self._validated
         try:
-            with _malformed("pck_chain"):
+            with _GUARD_PCK_CHAIN:
                 self._chain_times(chain, parsed, when)  # A: time
             if not validated:
-                with _malformed("tcb_info_chain"):
+                with _GUARD_TCB_INFO_CHAIN:
                     self._check_signed(parsed, chain.root, "tcb_info")  # B
-                with _malformed("qe_identity_chain"):  # C (one signer cert: checked once)
+                with _GUARD_QE_IDENTITY_CHAIN:  # C (one signer cert: checked once)
+                    tcb_signer, qe_signer = parsed.tcb_chain[0], parsed.qe_chain[0]
                     self._check_signed(parsed, chain.root, "qe_identity",
-                                       signer_checked=parsed.qe_chain[0] == parsed.tcb_chain[0])
-            with _malformed("tcb_info_chain"):
+                                       signer_checked=qe_signer is tcb_signer
+                                       or qe_signer == tcb_signer)
+            with _GUARD_TCB_INFO_CHAIN:
                 self._signed_times(parsed, when)
         except VerificationFailed:
             self._chains.pop((ckey, pkey), None)
@@ -510,12 +543,12 @@ class Verifier:
             raise
         if not validated and self._keep:
             self._store(self._validated, vkey, True)
-        return self._check_quote(q, chain, parsed, when)  # D
+        return self._check_quote(q, chain, parsed, when, _signed_region(quote, q))  # D
 
     # --- caches ---------------------------------------------------------------------------
 
     def _store(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-        if not self._size:
+        if not self._keep:
             return
         with self._lock:  # one verifier may serve several threads (a service's pool)
             cache[key] = value
@@ -547,17 +580,6 @@ class Verifier:
         if data.type == CERT_TYPE_PCK_LEAF:
             return collateral.pck_certificate_chain + b"\0" + data.data
         return collateral.pck_certificate_chain
-
-    @staticmethod
-    def _load_chain(q: Quote, collateral: Collateral) -> list[x509.Certificate]:
-        data = q.certification_data
-        if data.type == CERT_TYPE_PCK_CHAIN:
-            return data.pck_chain()
-        assert collateral.pck_certificate_chain is not None  # _chain_pem checked it
-        chain = load_pem_chain(collateral.pck_certificate_chain, "pck_certificate_chain")
-        if data.type == CERT_TYPE_PCK_LEAF and len(chain) == 2:  # the CA and root given
-            return [data.pck_leaf(), *chain]
-        return chain
 
     # --- A: PCK chain ---------------------------------------------------------------------
 
@@ -596,10 +618,10 @@ class Verifier:
         _crl_issuer(parsed.pck_crl, ca, "PCK CRL")
         if parsed.pck_crl.issuer != _names(leaf)[0]:
             raise VerificationFailed("crl", "PCK CRL issuer differs from the PCK's issuer")
-        if parsed.root_crl.crl.get_revoked_certificate_by_serial_number(ca.serial_number):
+        if parsed.root_crl.revokes(ca.serial_number):
             raise CertificateChainError(
                 "pck_revoked", f"PCK CA serial {ca.serial_number:x} is revoked by the root CA")
-        if parsed.pck_crl.crl.get_revoked_certificate_by_serial_number(leaf.serial_number):
+        if parsed.pck_crl.revokes(leaf.serial_number):
             raise CertificateChainError(
                 "pck_revoked", f"PCK certificate serial {leaf.serial_number:x} is revoked")
         if isinstance(parsed_chain.ext, CollateralFormatError):
@@ -610,8 +632,8 @@ class Verifier:
         for cert, what in ((chain.root, "root CA"), (chain.ca, "PCK CA"),
                            (chain.leaf, "PCK certificate")):
             _cert_time(cert, at, "pck_cert_expired", what)
-        _crl_time(parsed.root_crl.crl, at, self._grace, "root CA CRL")
-        _crl_time(parsed.pck_crl.crl, at, self._grace, "PCK CRL")
+        _crl_time(parsed.root_crl, at, self._grace, "root CA CRL")
+        _crl_time(parsed.pck_crl, at, self._grace, "PCK CRL")
 
     # --- B and C: TCB info and QE identity ------------------------------------------------
 
@@ -636,7 +658,7 @@ class Verifier:
             _issued_by(signer, root, check, f"{what} signing certificate")
         if _is_ca(signer):
             raise CertificateChainError(check, f"{what} signing certificate is marked CA:TRUE")
-        if parsed.root_crl.crl.get_revoked_certificate_by_serial_number(signer.serial_number):
+        if parsed.root_crl.revokes(signer.serial_number):
             raise CertificateChainError("tcb_signing_revoked",
                                         f"{what} signing certificate is revoked by the root CA")
         key = signer.public_key()
@@ -659,8 +681,8 @@ class Verifier:
     # --- D: the quote ---------------------------------------------------------------------
 
     @staticmethod
-    def _check_quote(q: Quote, chain: _Chain, parsed: _Parsed,
-                     at: datetime) -> VerificationResult:
+    def _check_quote(q: Quote, chain: _Chain, parsed: _Parsed, at: datetime,
+                     signed: bytes) -> VerificationResult:
         ext, tcb, qe_id = chain.ext, parsed.tcb_info, parsed.qe_identity
         if tcb.id != "SGX" or tcb.version not in (2, 3):
             raise VerificationFailed("tcb_info_mismatch",
@@ -708,10 +730,10 @@ class Verifier:
             raise VerificationFailed("qe_tcb_not_supported",
                                      f"QE ISVSVN {isvsvn} is below every QE identity level")
         try:
-            attestation_key = public_key_from_raw(q.attestation_key)
+            attestation_key = _ATTESTATION_KEYS(q.attestation_key)
         except QuoteFormatError as exc:  # unreachable once bound above, kept for safety
             raise VerificationFailed("quote_signature", str(exc)) from exc
-        if not verify_raw(attestation_key, q.signature, q.signed_bytes()):
+        if not verify_raw(attestation_key, q.signature, signed):
             raise VerificationFailed("quote_signature",
                                      "quote signature does not verify with the attestation key")
         level = tcb.match(ext.tcb_components, ext.pcesvn)
@@ -802,6 +824,26 @@ def parse_quote(data: bytes, *, allow_trailing: bool = False) -> Quote:
     return Quote.parse(data, allow_trailing=allow_trailing)
 
 
+def _attestation_key(raw: bytes) -> ec.EllipticCurvePublicKey:
+    return public_key_from_raw(raw)
+
+
+# A QE keeps its attestation key across many quotes: the point is decoded (and checked to lie
+# on the curve) once per distinct 64 bytes; the quote signature is verified every call.
+_ATTESTATION_KEYS: ContentCache[ec.EllipticCurvePublicKey] = ContentCache(
+    _attestation_key, entries=256)
+
+
+def _signed_region(quote: bytes | Quote, q: Quote) -> bytes:
+    """The bytes the attestation key signs, sliced from the quote as it arrived when it came
+    as bytes (:meth:`Quote.parse` reads header, v5 descriptor and body from that prefix, and
+    they re-encode to it byte for byte); otherwise re-encoded from the parsed quote."""
+    if isinstance(quote, Quote):
+        return q.signed_bytes()
+    size = 48 + (6 if q.header.version >= 5 else 0) + len(q.report_body)
+    return bytes(quote[:size])
+
+
 def _masked_equal(value: bytes, mask: bytes, expected: bytes) -> bool:
     """(value & mask) == expected, bytewise (QE identity MISCSELECT / ATTRIBUTES rule)."""
     big = int.from_bytes(value, "big") & int.from_bytes(mask, "big")
@@ -857,5 +899,12 @@ def verify_quote(quote: bytes | Quote, collateral: Collateral, *,
         QuoteFormatError, CollateralFormatError: input that does not parse.
         VerificationFailed: a named check failed.
     """
-    return Verifier(trusted_roots, crl_grace=crl_grace, cache_size=0).verify(
-        quote, collateral, at=at)
+    roots = None if trusted_roots is None else tuple(trusted_roots)
+    return _uncached(roots, crl_grace).verify(quote, collateral, at=at)
+
+
+@functools.lru_cache(maxsize=16)
+def _uncached(roots: tuple[x509.Certificate, ...] | None, crl_grace: timedelta) -> Verifier:
+    """An uncached verifier (it keeps no state, so calls may share it), per (roots, grace):
+    certificates hash and compare by their DER."""
+    return Verifier(roots, crl_grace=crl_grace, cache_size=0)

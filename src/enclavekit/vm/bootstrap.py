@@ -85,7 +85,7 @@ RUNTIME_MODULES = (
     "enclavekit/dcap/ecdsa.py",
     "enclavekit/dcap/certdata.py",
     "enclavekit/dcap/quote.py",
-    *(f"enclavekit/{m}.py" for m in ("enclave/peer", "_codec", "_fs", "dcap/collateral", "dcap/pckext", "dcap/policy", "dcap/roots", "dcap/tcbinfo", "dcap/verify")),  # noqa: E501 (peer attestation, enclave/peer.py)
+    *(f"enclavekit/{m}.py" for m in ("enclave/peer", "_codec", "_fs", "dcap/collateral", "dcap/crl", "dcap/memo", "dcap/pckext", "dcap/policy", "dcap/roots", "dcap/tcbinfo", "dcap/verify")),  # noqa: E501 (peer attestation, enclave/peer.py)
 )
 """The enclavekit files the runtime consists of (their packages' other files never load)."""
 THIRD_PARTY = ("msgpack", "cryptography", "_cffi_backend")
