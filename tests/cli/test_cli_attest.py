@@ -35,6 +35,19 @@ def test_check_names_line_and_column_of_an_error() -> None:
     assert "Traceback" not in result.output
 
 
+def test_check_of_a_huge_integer_is_one_line_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "huge.txt"
+    path.write_text(f'version=1.0; authorizationrules{{[type=="t", value=={"7" * 5000}] '
+                    '=> permit();};')
+    result = CliRunner().invoke(main, ["attest", "policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # click's own exit, not an escaped error
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "PolicySyntaxError: line 1" in lines[0], result.output
+    assert "out of range" in lines[0] and len(lines[0]) < 200
+
+
 def test_eval_permits_and_prints_issued_claims(tmp_path: Path) -> None:
     claims = tmp_path / "claims.json"
     claims.write_text(json.dumps([{"type": "x-ms-sgx-mrsigner", "value": "ab"},

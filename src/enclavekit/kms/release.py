@@ -180,9 +180,10 @@ class ReleaseService:
         if nonce is not None and (not isinstance(nonce, str) or len(nonce) > _MAX_NONCE):
             raise KeyParameterError("release body: nonce must be a string of at most 1024 chars")
         enc = body.get("enc") or DEFAULT_ENC
-        if enc not in ENC_ALGORITHMS:
+        if not isinstance(enc, str) or enc not in ENC_ALGORITHMS:
+            found = repr(enc)[:40] if isinstance(enc, str) else f"a {type(enc).__name__}"
             raise KeyParameterError(f"release body: enc must be one of "
-                                    f"{', '.join(ENC_ALGORITHMS)}, found {enc!r}")
+                                    f"{', '.join(ENC_ALGORITHMS)}, found {found}")
         return target, nonce, enc
 
     @staticmethod

@@ -56,6 +56,13 @@ _DEFAULT_OPS: Final = {"RSA": ["encrypt", "decrypt", "sign", "verify", "wrapKey"
                        "EC": ["sign", "verify"],
                        "oct": ["encrypt", "decrypt", "wrapKey", "unwrapKey"]}
 _MAX_TAGS: Final = 15
+_MAX_TIME: Final = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last time an ``nbf``/``exp`` may name."""
+_CREATE_FIELDS: Final = frozenset({"kty", "key_size", "public_exponent", "crv", "key_ops",
+                                   "attributes", "tags", "release_policy"})
+_IMPORT_FIELDS: Final = frozenset({"key", "Hsm", "hsm", "attributes", "tags", "release_policy"})
+_UPDATE_FIELDS: Final = frozenset({"key_ops", "attributes", "tags", "release_policy"})
+_ATTRIBUTE_FIELDS: Final = frozenset({"enabled", "exportable", "nbf", "exp"})
 
 
 def check_name(name: str) -> None:
@@ -197,9 +204,26 @@ def _bool(value: object, what: str, default: bool) -> bool:
 def _time(value: object, what: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise KeyParameterError(f"{what} must be a Unix time in seconds")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TIME:
+        raise KeyParameterError(f"{what} must be a Unix time in seconds (0..{_MAX_TIME})")
     return value
+
+
+def _fields(body: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Refuse a body naming a field Key Vault does not define for this operation."""
+    extra = set(body) - allowed
+    if extra:
+        shown = ", ".join(repr(str(k)[:40]) for k in sorted(extra)[:5])
+        raise KeyParameterError(f"{what}: unknown field(s) {shown}")
+
+
+def _attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    attrs = body.get("attributes")
+    attrs = {} if attrs is None else attrs
+    if not isinstance(attrs, dict):
+        raise KeyParameterError("attributes must be an object")
+    _fields(attrs, _ATTRIBUTE_FIELDS, "attributes")
+    return attrs
 
 
 def _tags(value: object) -> dict[str, str]:
@@ -380,10 +404,7 @@ class KeyStore:
 
     def _common(self, name: str, kty: str, material: bytes, body: Mapping[str, Any]
                 ) -> KeyVersion:
-        attrs = body.get("attributes")
-        attrs = {} if attrs is None else attrs
-        if not isinstance(attrs, dict):
-            raise KeyParameterError("attributes must be an object")
+        attrs = _attributes(body)
         exportable = _bool(attrs.get("exportable"), "attributes.exportable", False)
         now = int(time.time())
         key = KeyVersion(
@@ -405,6 +426,7 @@ class KeyStore:
             KeyStateError: the current version's release policy is immutable and differs.
         """
         check_name(name)
+        _fields(body, _CREATE_FIELDS, "create body")
         kty = body.get("kty")
         if kty not in _KTYS:
             raise KeyParameterError(f"kty must be one of {', '.join(_KTYS)}, found {kty!r}")
@@ -440,6 +462,7 @@ class KeyStore:
             KeyParameterError: the JWK is not a complete, consistent private key.
         """
         check_name(name)
+        _fields(body, _IMPORT_FIELDS, "import body")
         jwk = body.get("key")
         if not isinstance(jwk, dict):
             raise KeyParameterError("key must be a JSON Web Key object")
@@ -460,6 +483,7 @@ class KeyStore:
         """Change attributes, tags, key_ops or the release policy of one version (PATCH).
 
         Raises:
+            KeyParameterError: an unknown field or a value Key Vault would refuse.
             KeyStateError: the release policy is immutable.
         """
         with self._lock:
@@ -468,10 +492,8 @@ class KeyStore:
             if index is None:
                 raise KeyNotFound(f"key {name!r} has no version {version[:40]!r}")
             old = versions[index]
-            attrs = body.get("attributes")
-            attrs = {} if attrs is None else attrs
-            if not isinstance(attrs, dict):
-                raise KeyParameterError("attributes must be an object")
+            _fields(body, _UPDATE_FIELDS, "update body")
+            attrs = _attributes(body)
             if "exportable" in attrs and attrs["exportable"] != old.exportable:
                 raise KeyParameterError("exportable cannot be changed after creation")
             policy = old.release_policy
