@@ -13,6 +13,7 @@ RANK = {
     "errors": 0,
     "_fs": 0,
     "_net": 0,
+    "_guard": 0,
     "_codec": 0,
     "_version": 0,
     "sgx": 0,

@@ -125,6 +125,19 @@ def test_out_of_range_integer_in_a_policy_is_a_parsing_error(client: TestClient,
     _still_serving(client)
 
 
+@pytest.mark.parametrize("size", [70 * 1024, 200 * 1024])
+def test_huge_headers_get_431_in_the_cloud_error_body(client: TestClient, size: int) -> None:
+    reply = client.get("/certs", headers={"x-filler": "a" * size})
+    assert "at most 16384" in _cloud_error(reply, 431, "RequestHeaderFieldsTooLarge")
+    _still_serving(client)
+
+
+def test_overlong_json_numbers_are_refused(client: TestClient) -> None:
+    body = b'{"quote": "' + QUOTE.encode() + b'", "nonce": ' + b"7" * 4000 + b"}"
+    assert "a number of 4000 characters" in _cloud_error(client.post("/attest/SgxEnclave",
+                                                                     content=body))
+
+
 def test_huge_body_is_refused_without_reading_it_all(client: TestClient) -> None:
     huge = b'{"quote": "' + b"A" * (MAX_BODY + 10) + b'"}'
     assert "larger than" in _cloud_error(client.post("/attest/SgxEnclave", content=huge))

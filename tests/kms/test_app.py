@@ -92,6 +92,14 @@ def test_huge_bodies_refused(kms: KMSHarness) -> None:
     assert r.status_code == 400 and "larger than" in r.json()["error"]["message"]
 
 
+def test_huge_headers_and_targets_get_key_vaults_error_body(kms: KMSHarness) -> None:
+    r = kms.http.get("/keys/k" + kms.API, headers={"x-filler": "a" * 100_000})
+    assert r.status_code == 431 and r.json()["error"]["code"] == "BadParameter"
+    r = kms.http.get("/keys/k" + kms.API + "&x=" + "a" * 10_000)
+    assert r.status_code == 414 and "request target" in r.json()["error"]["message"]
+    assert kms.http.get("/keys/k" + kms.API).status_code == 200
+
+
 @pytest.mark.parametrize("query", ["", "?api-version=", "?api-version=1999-01-01"])
 def test_api_version_required(kms: KMSHarness, query: str) -> None:
     r = kms.http.get("/keys/k" + query)

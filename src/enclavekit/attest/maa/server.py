@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..._guard import uvicorn_config
 from ..._net import DEFAULT_HOST, base_url, listen, serving
 from ...errors import AttestationRequestError
+from .app import LIMITS
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running"]
 
@@ -35,9 +37,8 @@ def _url(sock: socket.socket, tls: bool) -> str:
 def _server(app: ASGIApp, tls_cert: str | None, tls_key: str | None) -> uvicorn.Server:
     if (tls_cert is None) != (tls_key is None):
         raise AttestationRequestError("--tls-cert and --tls-key go together")
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                            ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn_config(app, LIMITS, ssl_certfile=tls_cert,
+                                         ssl_keyfile=tls_key))
 
 
 def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0, *, tls_cert: str | None = None,
