@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
 
-from .._fs import atomic_write
+from .._fs import atomic_write, remove_stale_temps
 from .._guard import Limits, uvicorn_config
 from .._net import DEFAULT_HOST, base_url, listen, serving
 from ..errors import KeyParameterError
@@ -42,6 +42,7 @@ def ensure_tls(data_dir: Path) -> tuple[Path, Path]:
     """The service's certificate and key paths, generating them on first use."""
     tls = data_dir / "tls"
     cert_path, key_path = tls / "cert.pem", tls / "key.pem"
+    remove_stale_temps(tls)
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     tls.mkdir(parents=True, exist_ok=True, mode=0o700)

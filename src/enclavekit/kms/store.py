@@ -19,6 +19,7 @@ never changes (not by update, not by a new version).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._codec import JSONError, b64url, b64url_decode, strict_json
-from .._fs import atomic_write
+from .._fs import atomic_write, locked_temp, remove_stale_temps
 from ..errors import IntegrityError, KeyNotFound, KeyParameterError, KeyStateError
 from .policy import ReleasePolicy, parse_release_policy
 
@@ -258,6 +259,8 @@ class KeyStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.keys_dir = self.root / "keys"
         self.keys_dir.mkdir(exist_ok=True, mode=0o700)
+        remove_stale_temps(self.root)  # of writes a kill interrupted (never a live writer's)
+        remove_stale_temps(self.keys_dir)
         self.require_debug_pin = require_debug_pin
         self._aead = AESGCM(self._master_key())
         self._lock = threading.Lock()
@@ -270,14 +273,16 @@ class KeyStore:
         if not path.exists():
             # Written to a temporary file, then linked into place: two services starting at
             # once never see a half-written key, and the second one uses the first one's.
-            tmp = self.root / f".master.key.{os.getpid()}.{secrets.token_hex(4)}"
-            atomic_write(tmp, secrets.token_bytes(32), mode=0o600)
+            fd, tmp = locked_temp(path)
             try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
+                os.fchmod(fd, 0o600)
+                os.write(fd, secrets.token_bytes(32))
+                os.fsync(fd)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
             finally:
-                tmp.unlink()
+                os.unlink(tmp)
+                os.close(fd)
         key = path.read_bytes()
         if len(key) != 32:
             raise IntegrityError(f"master key {path} is {len(key)} bytes, expected 32")
