@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -57,16 +58,28 @@ def _placeholder() -> list[Any]:
     return [pytest.param(None, id="missing-vectors", marks=pytest.mark.skip(reason=MISSING))]
 
 
-def cases(kind: str, *needs: str) -> list[Any]:
-    """One pytest case per ``expected.json`` entry of ``kind`` that has every key in ``needs``."""
+def cases(kind: str, *needs: str, where: Callable[[dict[str, Any]], bool] | None = None
+          ) -> list[Any]:
+    """One pytest case per ``expected.json`` entry of ``kind`` that has every key in ``needs``
+    (and satisfies ``where``)."""
     if not available():
         return _placeholder()
     entries = expected()[kind]
     return [
         pytest.param(e, id=e.get("id", e.get("cert", kind)))
         for e in entries
-        if all(k in e for k in needs)
+        if all(k in e for k in needs) and (where is None or where(e))
     ]
+
+
+def entry(kind: str, *needs: str, id: str | None = None) -> dict[str, Any]:
+    """The first ``expected.json`` entry of ``kind`` with every key in ``needs`` (and ``id``);
+    without the vectors the test, or at import the module, is skipped (fails under ``CI``)."""
+    found = [e for e in expected()[kind]
+             if all(k in e for k in needs) and (id is None or e.get("id") == id)]
+    if not found:
+        pytest.fail(f"expected.json has no {kind} entry with {', '.join(needs)} {id or ''}")
+    return found[0]  # type: ignore[no-any-return]
 
 
 def names(rel: str, pattern: str) -> list[Any]:
