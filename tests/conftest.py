@@ -9,8 +9,6 @@ import signal
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.vectors import require
-
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.large_base_example, HealthCheck.data_too_large]
 
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=_SUPPRESS)
@@ -38,12 +36,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
-
-
-@pytest.fixture
-def _vectors_required() -> None:
-    """Marks the placeholder case of a vector-driven test under ``CI``: it fails."""
-    require()
 
 
 def _leftover_devices(marker: str) -> list[int]:
