@@ -9,7 +9,7 @@
 ``THREADS`` keep-alive clients per service. RSS (``/proc/PID/status`` VmRSS) is sampled every
 0.2 s; the figure is the growth from the end of the warm-up (the first quarter) to the end,
 goal <= 10 %. Usage: ``python bench/bench_soak.py [--short] [--seconds N]`` (N per service;
-default 60, short 3).
+default 60, short 1).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _maa_requests() -> list[Request]:
 
 def main(argv: list[str]) -> int:
     short = "--short" in argv
-    seconds = 3.0 if short else 60.0
+    seconds = 1.0 if short else 60.0
     if "--seconds" in argv:
         seconds = float(argv[argv.index("--seconds") + 1])
     home = Path(tempfile.mkdtemp(prefix="bench-soak-"))

@@ -3,7 +3,7 @@ writes; after each kill the store is opened again as a restarting service opens 
 write acknowledged before the kill must be there and intact, and no temp file of the
 interrupted write may be left. Prints iterations, acknowledged, lost, corrupt per writer.
 
-Short form: 3 kills per writer; ``--slow``: 100. (The platform identity's directory is the
+Short form: 2 kills per writer; ``--slow``: 100. (The platform identity's directory is the
 VM directory, whose temp files the device removes when it starts; they are not counted.)
 """
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _iterations(request: pytest.FixtureRequest) -> int:
-    return 100 if request.config.getoption("--slow") else 3
+    return 100 if request.config.getoption("--slow") else 2
 
 
 def run_and_kill(name: str, directory: Path, rng: random.Random) -> list[str]:

@@ -1,8 +1,9 @@
 """Parser fuzzing: mutated real inputs through every parser that reads what crossed a trust
 boundary give a result or a typed refusal (an ``EnclaveKitError``), never another exception.
 
-Short form in CI (the hypothesis profile ``ci``: 200 inputs per parser); ``--slow`` runs the
-``slow`` profile (5,000 per parser); ``HYPOTHESIS_PROFILE`` picks any other. The JWT and ecall
+Short form in CI (half the hypothesis profile ``ci``: 100 inputs per parser); ``--slow``
+runs half the ``slow`` profile (2,500 per parser); ``HYPOTHESIS_PROFILE`` picks any other
+profile, ``EK_FUZZ_EXAMPLES`` a count. The JWT and ecall
 codec fuzzers go through stable public entry points — the key service's token verifier, the
 attestation service's policy JWS intake, ``enclavekit.wire.decode_value`` and
 ``CallSignature.decode_args`` — so they keep working while those modules are reorganised.
@@ -36,9 +37,12 @@ from tests.vectors import vector
 
 from ._mutate import mutated, mutated_text
 
-_FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                              HealthCheck.too_slow,
-                                              HealthCheck.data_too_large])
+EXAMPLES = int(os.environ.get("EK_FUZZ_EXAMPLES", max(settings().max_examples // 2, 1)))
+"""Inputs per parser (the profile, loaded by conftest before collection, halved)."""
+_FUZZ = settings(max_examples=EXAMPLES)
+_FIXTURE_OK = settings(max_examples=EXAMPLES,
+                       suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                              HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def _typed(parse: object, *args: object) -> None:
@@ -55,6 +59,7 @@ QE_IDENTITY = vector("intel_qvl_sample_testroot/qeIdentity.json").read_bytes()
 RELEASE_POLICY = vector("akv_skr_policies/skr_sgx_example1_mrsigner.json").read_bytes()
 
 
+@_FUZZ
 @given(data=mutated(QUOTE))
 def test_quote(data: bytes) -> None:
     _typed(Quote.parse, data)
@@ -64,6 +69,7 @@ def _sigstruct(data: bytes) -> None:
     verify_sigstruct(SigStruct.from_bytes(data))
 
 
+@_FUZZ
 @given(data=mutated(SIGSTRUCT))
 def test_sigstruct(data: bytes) -> None:
     _typed(_sigstruct, data)
@@ -73,26 +79,31 @@ def _sgxs(data: bytes) -> None:
     read_sgxs(data).mrenclave()
 
 
+@_FUZZ
 @given(data=mutated(SGXS))
 def test_sgxs(data: bytes) -> None:
     _typed(_sgxs, data)
 
 
+@_FUZZ
 @given(data=mutated(TCB_INFO))
 def test_tcb_info(data: bytes) -> None:
     _typed(TcbInfo.from_json, data)
 
 
+@_FUZZ
 @given(data=mutated(QE_IDENTITY))
 def test_qe_identity(data: bytes) -> None:
     _typed(QeIdentity.from_json, data)
 
 
+@_FUZZ
 @given(text=mutated_text(DEFAULT_SGX_POLICY))
 def test_attestation_policy_language(text: str) -> None:
     _typed(parse_policy, text)
 
 
+@_FUZZ
 @given(data=mutated(RELEASE_POLICY))
 def test_release_policy_language(data: bytes) -> None:
     _typed(functools.partial(parse_release_policy, require_debug_pin=False), data)
@@ -108,6 +119,7 @@ def _kms_verifier() -> tuple[object, str]:
     return multi_verifier([authority]), authority.token()
 
 
+@_FUZZ
 @given(data=st.data())
 def test_jwt_through_the_key_service_verifier(data: st.DataObject) -> None:
     verifier, token = _kms_verifier()
@@ -132,6 +144,7 @@ def _policy_jws() -> str:
     return f"{_b64url_json({'alg': 'none'})}.{_b64url_json({'AttestationPolicy': policy})}."
 
 
+@_FUZZ
 @given(data=st.data())
 def test_policy_jws_through_the_attestation_service(data: st.DataObject) -> None:
     service = _maa_service()
@@ -160,11 +173,13 @@ _ARGS = _SIGNATURE.encode_args((_RECORD, [_RECORD, _RECORD], 7), {"tag": "z"})
 _VALUE = encode_value(_RECORD, Record)
 
 
+@_FUZZ
 @given(data=mutated(_ARGS))
 def test_ecall_arguments(data: bytes) -> None:
     _typed(_SIGNATURE.decode_args, data)
 
 
+@_FUZZ
 @given(data=mutated(_VALUE))
 def test_ecall_values(data: bytes) -> None:
     _typed(decode_value, data, Record)
