@@ -4,7 +4,7 @@ Every JSON document that crosses a trust boundary (request bodies, token headers
 release policies, the key store, collateral) goes through :func:`strict_json` (or, for parsers
 with their own number rules, :func:`reject_duplicate_keys`), which refuses duplicate object keys
 (TS-7 / QV-10: two parsers reading the same bytes differently), ``NaN``/``Infinity`` and nesting
-deeper than :data:`MAX_DEPTH`.
+deeper than :data:`MAX_DEPTH` and numbers longer than :data:`MAX_DIGITS` characters.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ import json
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "JSONError", "b64url", "b64url_decode", "reject_duplicate_keys",
-           "strict_json"]
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "JSONError", "b64url", "b64url_decode",
+           "reject_duplicate_keys", "strict_json"]
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays/objects accepted in any JSON document."""
+
+MAX_DIGITS = 40
+"""Longest number accepted (characters: sign, digits, point, exponent); 2^128 has 39 digits."""
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 _B64ANY = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
@@ -43,6 +46,17 @@ def _no_constant(name: str) -> Any:
     raise JSONError(f"{name} is not JSON")
 
 
+def _number(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        if len(text) > MAX_DIGITS:
+            raise JSONError(f"a number of {len(text)} characters (at most {MAX_DIGITS})")
+        return kind(text)
+    return parse
+
+
+_INT, _FLOAT = _number(int), _number(float)
+
+
 def _depth(value: Any, level: int = 0) -> None:
     if level > MAX_DEPTH:
         raise JSONError(f"nested too deeply (more than {MAX_DEPTH} levels)")
@@ -55,7 +69,7 @@ def _depth(value: Any, level: int = 0) -> None:
 
 
 def strict_json(data: bytes | str) -> Any:
-    """Parse JSON, refusing duplicate keys, non-finite numbers and deep nesting.
+    """Parse JSON, refusing duplicate keys, non-finite or overlong numbers and deep nesting.
 
     Raises:
         JSONError: the text is not strict JSON (the message says why).
@@ -63,7 +77,7 @@ def strict_json(data: bytes | str) -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         value = json.loads(text, object_pairs_hook=reject_duplicate_keys,
-                           parse_constant=_no_constant)
+                           parse_constant=_no_constant, parse_int=_INT, parse_float=_FLOAT)
     except JSONError:
         raise
     except RecursionError:

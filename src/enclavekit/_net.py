@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket
 import threading
 import time
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-__all__ = ["DEFAULT_HOST", "base_url", "listen", "read_body", "serving"]
+__all__ = ["DEFAULT_HOST", "base_url", "listen", "listener_of", "read_body", "serving"]
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -36,9 +38,50 @@ def listen(host: str = DEFAULT_HOST, port: int = 0, *, backlog: int = 512,
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise error(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        held = f" (held by {listener_of(port)})" if exc.errno == errno.EADDRINUSE else ""
+        raise error(f"cannot listen on {host}:{port}: {exc.strerror}{held}") from exc
     sock.set_inheritable(True)
     return sock
+
+
+def listener_of(port: int) -> str:
+    """Who listens on TCP ``port``: ``pid N (command)`` for this user's processes, from
+    ``/proc/net/tcp{,6}`` and ``/proc/*/fd``; ``another user's process`` when not visible."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    pids = [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and inodes & _sockets_of(entry)]
+    if not pids:
+        return "another user's process"
+    names = []
+    for pid in sorted(pids)[:4]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = " ".join(handle.read().decode(errors="replace").replace("\0", " ")
+                                   .split())
+        except OSError:
+            command = "?"
+        names.append(f"pid {pid} ({command[:60]})")
+    more = f" and {len(pids) - 4} more" if len(pids) > 4 else ""
+    return ", ".join(names) + more
+
+
+def _sockets_of(pid: str) -> set[str]:
+    """The ``socket:[inode]`` names of a process's open files (empty when not readable)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return set()
+    names = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile (the listing's own fd is)
+            names.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return names
 
 
 def base_url(sock: socket.socket, scheme: str = "http") -> str:

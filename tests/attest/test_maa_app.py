@@ -112,6 +112,32 @@ def test_deeply_nested_policy_is_refused(client: TestClient) -> None:
     _still_serving(client)
 
 
+@pytest.mark.parametrize("literal", ["9" * 5000, "-" + "9" * 4000, str(1 << 64)])
+def test_out_of_range_integer_in_a_policy_is_a_parsing_error(client: TestClient,
+                                                            literal: str) -> None:
+    policy = (f'version=1.0; authorizationrules{{ [type=="x-ms-sgx-svn", value>={literal}] '
+              f'=> permit(); }}; issuancerules{{ }};')
+    message = _cloud_error(client.put("/policies/SgxEnclave", content=policy), 400,
+                           "PolicyParsingError")
+    assert "out of range" in message and len(message) < 200
+    _cloud_error(client.post("/attest/SgxEnclave", json={
+        "quote": QUOTE, "draftPolicyForAttestation": policy}), 400, "PolicyParsingError")
+    _still_serving(client)
+
+
+@pytest.mark.parametrize("size", [70 * 1024, 200 * 1024])
+def test_huge_headers_get_431_in_the_cloud_error_body(client: TestClient, size: int) -> None:
+    reply = client.get("/certs", headers={"x-filler": "a" * size})
+    assert "at most 16384" in _cloud_error(reply, 431, "RequestHeaderFieldsTooLarge")
+    _still_serving(client)
+
+
+def test_overlong_json_numbers_are_refused(client: TestClient) -> None:
+    body = b'{"quote": "' + QUOTE.encode() + b'", "nonce": ' + b"7" * 4000 + b"}"
+    assert "a number of 4000 characters" in _cloud_error(client.post("/attest/SgxEnclave",
+                                                                     content=body))
+
+
 def test_huge_body_is_refused_without_reading_it_all(client: TestClient) -> None:
     huge = b'{"quote": "' + b"A" * (MAX_BODY + 10) + b'"}'
     assert "larger than" in _cloud_error(client.post("/attest/SgxEnclave", content=huge))

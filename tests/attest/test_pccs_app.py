@@ -165,3 +165,13 @@ def test_a_broken_pki_is_a_503_with_a_json_error(tmp_path: Path) -> None:
         resp = c.get(f"{PREFIX}/qe/identity")
     assert resp.status_code == 503
     assert resp.json()["error"].startswith("ProvisioningError:")
+
+
+def test_requests_outside_the_limits_get_a_json_error(client: TestClient) -> None:
+    resp = client.get(f"{PREFIX}/qe/identity", headers={"x-filler": "a" * 100_000})
+    assert resp.status_code == 431 and "at most 16384" in resp.json()["error"]
+    resp = client.get(f"{PREFIX}/tcb?fmspc={'0' * 10_000}")
+    assert resp.status_code == 414 and "request target" in resp.json()["error"]
+    resp = client.request("GET", f"{PREFIX}/qe/identity", content=b"{}")
+    assert resp.status_code == 400 and "larger than 0 bytes" in resp.json()["error"]
+    assert client.get(f"{PREFIX}/qe/identity").status_code == 200

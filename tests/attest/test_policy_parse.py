@@ -152,3 +152,15 @@ def test_deeply_nested_calls_are_a_positioned_error(depth: int) -> None:
 def test_nesting_within_the_limit_parses() -> None:
     expr = "AppendString(" * 32 + '"a", "b")' + ', "c")' * 31
     parse_policy(f'version=1.2; authorizationrules{{[type=="t", value=={expr}] => permit();}};')
+
+
+@pytest.mark.parametrize("literal", ["1" * 5000, "-" + "1" * 30, str(1 << 64), str(-(1 << 63) - 1)])
+def test_integers_outside_64_bits_are_a_positioned_error(literal: str) -> None:
+    text = f'version=1.0; authorizationrules{{[type=="t", value=={literal}] => permit();}};'
+    with pytest.raises(PolicySyntaxError, match=r"line 1, column \d+: integer .* out of range"):
+        parse_policy(text)
+
+
+@pytest.mark.parametrize("literal", [(1 << 64) - 1, -(1 << 63), 0])
+def test_integers_at_the_64_bit_bounds_parse(literal: int) -> None:
+    parse_policy(f'version=1.0; authorizationrules{{[type=="t", value=={literal}] => permit();}};')

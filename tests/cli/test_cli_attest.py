@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +35,19 @@ def test_check_names_line_and_column_of_an_error() -> None:
     assert result.exit_code == 1
     assert "PolicySyntaxError: line 5, column 50: unexpected '<'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_check_of_a_huge_integer_is_one_line_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "huge.txt"
+    path.write_text(f'version=1.0; authorizationrules{{[type=="t", value=={"7" * 5000}] '
+                    '=> permit();};')
+    result = CliRunner().invoke(main, ["attest", "policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # click's own exit, not an escaped error
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "PolicySyntaxError: line 1" in lines[0], result.output
+    assert "out of range" in lines[0] and len(lines[0]) < 200
 
 
 def test_eval_permits_and_prints_issued_claims(tmp_path: Path) -> None:
@@ -268,3 +283,62 @@ def test_token_verify_fetches_the_keys_of_our_running_service(tmp_path: Path) ->
                                            f"{url}/certs"])
         assert result.exit_code == 1
         assert "InvalidToken: signature does not verify with key" in result.output
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_die_with_a_parent_killed_by_sigkill_and_the_port_is_free_again(
+        tmp_path: Path) -> None:
+    proc = _serve(["--port", "0", "--workers", "2", "--data-dir", str(tmp_path / "maa"),
+                   "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))])
+    workers: list[int] = []
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split(" at ")[1].strip()
+        deadline = time.monotonic() + 10
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2
+        proc.kill()  # SIGKILL: the parent gets no chance to stop its workers
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while not all(_gone(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(_gone(w) for w in workers), "a worker outlived its parent"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _stop(proc)
+    port = url.rsplit(":", 1)[1]
+    again = _serve(["--port", port, "--data-dir", str(tmp_path / "maa"),
+                    "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))])
+    try:
+        assert again.stdout is not None
+        assert f":{port}" in again.stdout.readline()
+        assert httpx.get(f"{url}/certs").status_code == 200
+    finally:
+        _stop(again)
+
+
+def test_a_start_on_a_held_port_names_the_holder(tmp_path: Path) -> None:
+    from enclavekit._net import listen
+
+    held = listen()
+    port = held.getsockname()[1]
+    try:
+        result = CliRunner().invoke(main, [
+            "attest", "serve", "--port", str(port), "--data-dir", str(tmp_path),
+            "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))])
+    finally:
+        held.close()
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert f"127.0.0.1:{port}: Address already in use (held by pid {os.getpid()} " in lines[0]

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from enclavekit.cli import main
 from enclavekit.sgx.sgxs import SgxsPage, write_sgxs
-from tests.vectors import cases, vector
+from tests.vectors import cases, entry, vector
 
 SGXS_CASES = cases("measurement_vectors", "sgxs")
-ENARX = next(c.values[0] for c in cases("measurement_vectors", "image"))
+ENARX = entry("measurement_vectors", "image")
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -64,11 +64,11 @@ def test_prints_mrenclave_of_stream_with_chunks_in_any_order(tmp_path: Path) -> 
 
 
 def _truncated() -> bytes:
-    return vector(SGXS_CASES[0].values[0]["sgxs"]).read_bytes()[:1000]
+    return vector(entry("measurement_vectors", "sgxs")["sgxs"]).read_bytes()[:1000]
 
 
 def _garbled() -> bytes:
-    raw = bytearray(vector(SGXS_CASES[0].values[0]["sgxs"]).read_bytes())
+    raw = bytearray(vector(entry("measurement_vectors", "sgxs")["sgxs"]).read_bytes())
     raw[64:72] = b"GARBLED!"
     return bytes(raw)
 

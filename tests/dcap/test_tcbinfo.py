@@ -20,12 +20,12 @@ from enclavekit.dcap.tcbinfo import (
 from enclavekit.dcap.verify import verify_quote
 from enclavekit.errors import CollateralFormatError
 from tests.dcap._forge import forge
-from tests.vectors import VECTORS, vector
+from tests.vectors import available, names, vector
 
 OE = "openenclave_tcbinfo_parsing"
 GOOD = ["data/tcbInfo.json", "data/tcbInfo_with_pceid.json", "data_v2/tcbInfo.json",
         "data_v2/tcbInfo_with_pceid.json", "data_v3/tcbinfo_sgx.json", "data_v3/tcbinfo_tdx.json"]
-NEGATIVE = sorted(str(p.relative_to(VECTORS / OE)) for p in (VECTORS / OE).glob("*/*Negative*"))
+NEGATIVE = names(OE, "*/*Negative*")
 
 
 def _load(rel: str) -> TcbInfo:
@@ -33,6 +33,8 @@ def _load(rel: str) -> TcbInfo:
 
 
 def test_negative_vectors_exist() -> None:
+    if not available():
+        vector(OE)  # skipped without the vectors (fails under CI)
     assert len(NEGATIVE) == 37
 
 

@@ -51,6 +51,16 @@ BAD = [
     ("POST", "/keys/k/release", b'{"target": "x", "enc": "RSA-OAEP"}'),
     ("POST", "/keys/k/release", b'{"target": "x", "nonce": 5}'),
     ("POST", "/keys/k/release", b'"target"'),
+    ("POST", "/keys/k/release", b'{"target": "x", "enc": {"a": 1}}'),
+    ("POST", "/keys/k/release", b'{"target": "x", "enc": ["RSA_AES_KEY_WRAP_256"]}'),
+    ("POST", "/keys/a/create", b'{"kty": "oct", "colour": "red"}'),
+    ("POST", "/keys/a/create", b'{"kty": "oct", "attributes": {"enabled": true, "x": 1}}'),
+    ("POST", "/keys/a/create", b'{"kty": "oct", "attributes": {"exp": ' + b"9" * 4000 + b"}}"),
+    ("POST", "/keys/a/create", b'{"kty": "oct", "attributes": {"exp": 253402300800}}'),
+    ("PUT", "/keys/a", b'{"key": {"kty": "oct", "k": "AAAAAAAAAAAAAAAAAAAAAA"}, "x": 1}'),
+    ("PATCH", "/keys/k", b'{"enabled": false}'),
+    ("PATCH", "/keys/k", b'{"attributes": {"expires": 5}}'),
+    ("PATCH", "/keys/k", b'{"attributes": {"exp": ' + b"1" * 4000 + b"}}"),
     ("PATCH", "/keys/k", b'{"attributes": {"enabled": 1}}'),
     ("PATCH", "/keys/k", b'{"release_policy": {"data": "e30"}}'),
     ("GET", "/keys/a.b", b""),
@@ -67,6 +77,7 @@ def test_bad_input_gets_400_with_a_key_vault_error_body(kms: KMSHarness, method:
     error = r.json()["error"]
     assert error["code"] == "BadParameter" and error["message"]
     assert kms.http.get("/keys/k" + kms.API).status_code == 200
+    assert kms.http.get("/keys/a" + kms.API).status_code == 404  # nothing was stored
 
 
 def test_huge_bodies_refused(kms: KMSHarness) -> None:
@@ -79,6 +90,14 @@ def test_huge_bodies_refused(kms: KMSHarness) -> None:
             yield b"a" * 10_000
     r = kms.http.post("/keys/k/release" + kms.API, content=chunks())
     assert r.status_code == 400 and "larger than" in r.json()["error"]["message"]
+
+
+def test_huge_headers_and_targets_get_key_vaults_error_body(kms: KMSHarness) -> None:
+    r = kms.http.get("/keys/k" + kms.API, headers={"x-filler": "a" * 100_000})
+    assert r.status_code == 431 and r.json()["error"]["code"] == "BadParameter"
+    r = kms.http.get("/keys/k" + kms.API + "&x=" + "a" * 10_000)
+    assert r.status_code == 414 and "request target" in r.json()["error"]["message"]
+    assert kms.http.get("/keys/k" + kms.API).status_code == 200
 
 
 @pytest.mark.parametrize("query", ["", "?api-version=", "?api-version=1999-01-01"])

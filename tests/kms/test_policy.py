@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from enclavekit.errors import ReleasePolicyInvalid, ReleasePolicyNotSatisfied
 from enclavekit.kms.policy import parse_release_policy
-from tests.vectors import VECTORS, vector
+from tests.vectors import names, vector
 
-POLICIES = sorted(p.name for p in (VECTORS / "akv_skr_policies").glob("*.json"))
+POLICIES = names("akv_skr_policies", "*.json")
 DOC_BUG = {"skr_sgx_example2_mrsigner_mrenclave.json",
            "skr_sgx_example3_mrsigner_mrenclave_svn.json"}
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from enclavekit.errors import SGXFault
 from enclavekit.sgx.measure import Measurement, eadd_record, ecreate_record, eextend_record
-from tests.vectors import cases, vector
+from tests.vectors import entry, vector
 
-ENARX = next(c.values[0] for c in cases("measurement_vectors", "image"))
+ENARX = entry("measurement_vectors", "image")
 
 # sgx-spec.md Appendix C: the exact record bytes for the enarx inputs (typed from the spec).
 APPENDIX_C = {

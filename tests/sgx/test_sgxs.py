@@ -21,10 +21,10 @@ from enclavekit.sgx.sgxs import (
     write_sgxs,
 )
 from tests.sgx.test_measure import reference_mrenclave
-from tests.vectors import cases, vector
+from tests.vectors import cases, entry, vector
 
 SGXS_CASES = cases("measurement_vectors", "sgxs")
-ENARX = next(c.values[0] for c in cases("measurement_vectors", "image"))
+ENARX = entry("measurement_vectors", "image")
 
 
 def record(tag: bytes, *fields: int, fmt: str = "<Q") -> bytes:
@@ -210,7 +210,7 @@ def test_error_names_the_failing_record_and_offset() -> None:
 
 
 def test_every_truncation_of_the_fortanix_stream_is_refused_or_a_prefix_of_records() -> None:
-    raw = vector(SGXS_CASES[0].values[0]["sgxs"]).read_bytes()
+    raw = vector(entry("measurement_vectors", "sgxs")["sgxs"]).read_bytes()
     for cut in range(0, len(raw), 37):
         try:
             stream = read_sgxs(raw[:cut])
@@ -222,7 +222,7 @@ def test_every_truncation_of_the_fortanix_stream_is_refused_or_a_prefix_of_recor
 
 @given(position=st.integers(0, 46719), bit=st.integers(0, 7))
 def test_a_flipped_bit_is_refused_or_changes_mrenclave(position: int, bit: int) -> None:
-    v = SGXS_CASES[0].values[0]
+    v = entry("measurement_vectors", "sgxs")
     raw = bytearray(vector(v["sgxs"]).read_bytes())
     raw[position] ^= 1 << bit
     try:

@@ -134,11 +134,8 @@ PUBLIC_KEYS = {
 
 @pytest.mark.parametrize(
     "v",
-    [
-        c
-        for c in cases("measurement_vectors", "sigstruct", "mrsigner")
-        if c.values[0]["sigstruct"] in PUBLIC_KEYS
-    ],
+    cases("measurement_vectors", "sigstruct", "mrsigner",
+          where=lambda e: e["sigstruct"] in PUBLIC_KEYS),
 )
 def test_published_public_keys_give_mrsigner(v: dict[str, str]) -> None:
     key = VerifyingKey.load(vector(PUBLIC_KEYS[v["sigstruct"]]))

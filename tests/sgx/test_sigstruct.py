@@ -23,7 +23,7 @@ from enclavekit.sgx import sigstruct as ss
 from enclavekit.sgx.consts import AttributeFlags
 from enclavekit.sgx.signing import SigningKey
 from enclavekit.sgx.structs import Attributes, SigStruct
-from tests.vectors import cases, vector
+from tests.vectors import cases, entry, vector
 
 SIGNED_BITS = [*range(0, 128 * 8), *range(900 * 8, 1028 * 8)]
 ALL_BITS = range(SigStruct.SIZE * 8)
@@ -76,8 +76,8 @@ def test_enarx_signed_bytes_hash() -> None:
 
 def test_sig1_signing_data_rebuilt_from_documented_inputs() -> None:
     """sgxs-sign -x 3/0xe4 --date 20160109 --in-hash c506…: our defaults give the same bytes."""
-    (entry,) = [c.values[0] for c in SIGSTRUCT_VECTORS if c.id == "fortanix_sig1"]
-    inputs = entry["inputs"]
+    sig1 = entry("measurement_vectors", "sigstruct", "mrsigner", id="fortanix_sig1")
+    inputs = sig1["inputs"]
     xfrm, inverse_mask = (int(x, 0) for x in inputs["xfrm"].split("/"))
     rebuilt = ss.build_sigstruct(
         bytes.fromhex(inputs["enclavehash"]),
@@ -87,7 +87,7 @@ def test_sig1_signing_data_rebuilt_from_documented_inputs() -> None:
             flags=0xFFFF_FFFF_FFFF_FFFD, xfrm=~inverse_mask & 0xFFFF_FFFF_FFFF_FFFF
         ),
     )
-    vector_sig = _load(entry["sigstruct"])
+    vector_sig = _load(sig1["sigstruct"])
     raw = vector_sig.to_bytes()
     assert ss.signing_data(rebuilt) == raw[0:128] + raw[900:1028]
     # the library defaults are exactly these options

@@ -14,8 +14,10 @@ it authenticates every chunk's tag, so a chunk from another file, position or ve
 moved file, a changed size and an added or removed chunk are all refused. Chunk AAD is
 "EKPF" || FILE ID || SHA-256(path) || index; every chunk write takes a fresh random nonce.
 Writes go to a temporary copy that replaces the file atomically on close (temp, fsync,
-rename, fsync of the directory). The process remembers the last version and root it wrote or
-read per path and refuses older or forked copies (SE-6, in-run only; see the threat model).
+rename, fsync of the directory); the copy (``.<name>.<random>.ektmp``) is flocked while open,
+and one that a killed writer left is removed when the file is next opened. The process
+remembers the last version and root it wrote or read per path and refuses older or forked
+copies (SE-6, in-run only; see the threat model).
 Runs of whole chunks move in batches of about 1 MiB: one ``pwritev`` of their ciphertexts,
 or one ``preadv`` into private memory (never decrypted where the host can still change
 them) followed by decryption straight into the caller's buffer; a chunk that does not
@@ -30,12 +32,12 @@ import io
 import os
 import stat
 import struct
-import tempfile
 import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
+from .._fs import locked_temp, remove_stale_temps
 from ..errors import (
     ProtectedFileMoved,
     ProtectedFileRollback,
@@ -302,6 +304,9 @@ class ProtectedFile:
         self._table: list[bytes] = []
         self._lens: list[int] = []
         self._iobuf = bytearray()
+        target = os.path.abspath(self.name)
+        # the temp copies of this file that a killed writer left (never a live writer's)
+        remove_stale_temps(os.path.dirname(target), os.path.basename(target))
         if create:
             self._create(keys, chunk_size)
         else:
@@ -390,10 +395,7 @@ class ProtectedFile:
 
     def _make_temp(self, src: int | None) -> int:
         """A temporary file beside the target (a copy of ``src`` when given)."""
-        target = os.path.abspath(self.name)
-        directory = os.path.dirname(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
-                                   dir=directory)
+        fd, tmp = locked_temp(self.name)  # locked while open: no clean-up removes it
         self._tmp = tmp
         try:
             os.fchmod(fd, 0o600)

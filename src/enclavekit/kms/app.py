@@ -18,7 +18,8 @@ resource="https://vault.azure.net"``); any bearer token is then accepted (there 
 directory to check it against; its unverified subject goes to the audit log).
 
 Errors are Key Vault's ``{"error": {"code", "message"}}``: ``400 BadParameter`` for bad input
-(bad JSON or base64, wrong types, unknown fields, bodies over the limit), ``404 KeyNotFound``,
+(bad JSON or base64, wrong types, unknown fields, bodies over the limit; 408/414/431 for a slow
+body, a long target, too many or too large headers: ``enclavekit._guard``), ``404 KeyNotFound``,
 ``403 Forbidden`` for key-state refusals, and for every token or policy refusal Key Vault's
 ``403 Forbidden`` "Target environment attestation statement cannot be verified." with inner
 code ``AccessDenied`` (the reason is in the audit log only, so the answer is no oracle).
@@ -31,11 +32,13 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._codec import JSONError, strict_json
+from .._guard import Guard, Limits
 from .._net import read_body
 from ..errors import (
     EnclaveKitError,
@@ -200,8 +203,12 @@ def create_app(store: KeyStore, releaser: ReleaseService, *, tenant: str = DEFAU
                           "token.", headers={"WWW-Authenticate": challenge})
         return _error(404, "KeyNotFound", "soft delete is not enabled: deleted keys are purged")
 
+    def refused(status: int, message: str) -> Response:
+        return _error(status, "BadParameter", message)
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    return Starlette(routes=[
+    guard = Middleware(Guard, limits=Limits(body=max_body), error=refused)
+    return Starlette(middleware=[guard], routes=[
         Route("/keys", dispatch, methods=methods),
         Route("/keys/{rest:path}", dispatch, methods=methods),
         Route("/deletedkeys/{rest:path}", deleted, methods=methods),

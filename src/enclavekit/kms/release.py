@@ -11,7 +11,8 @@ Order of checks for ``POST /keys/{name}[/{version}]/release``:
 5. The wrapping key is the first entry of the *verified* token's ``x-ms-runtime.keys`` that
    is an RSA key (>= 2048 bits) usable for encryption (``use == "enc"`` or ``"encrypt"`` /
    ``"wrapKey"`` in ``key_ops``, and neither of them contradicting it).
-6. A ``nonce``, if given, has not been used before with this key while the token is valid.
+6. A ``nonce``, if given, has not been used before with this key while the token is valid, and
+   its token was issued since the service started (:mod:`.replay`).
 
 The answer is Key Vault's ``{"value": <compact JWS>}``: an RS256 JWS signed by the service's key
 (certificate in ``x5c``) whose payload holds the request (``api-version``, ``enc``, ``kid``,
@@ -26,7 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,6 +44,7 @@ from ..errors import (
     TokenRejected,
 )
 from .audit import AuditLog
+from .replay import NonceCache
 from .store import KeyStore, KeyVersion
 from .tokens import TokenVerifier, VerifiedToken
 from .wrap import DEFAULT_ENC, ENC_ALGORITHMS, wrap_key_material
@@ -114,8 +115,7 @@ class ReleaseService:
         self.verifier = verifier
         self.audit = audit
         self.signer = signer
-        self._nonces: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
+        self.nonces = NonceCache()
         self._jwk_cache: dict[tuple[str, str], dict[str, Any]] = {}
 
     def release(self, name: str, version: str | None, body: object, *, vault_url: str,
@@ -142,7 +142,9 @@ class ReleaseService:
             policy.check(token.issuer, token.claims)
             wrap_kid, wrapping_key = wrapping_key_from_claims(token.claims)
             if nonce is not None:
-                self._use_nonce(name, nonce, float(token.claims["exp"]))
+                iat = token.claims.get("iat")
+                self.nonces.use(name, nonce, expires=float(token.claims["exp"]),
+                                issued=float(iat) if isinstance(iat, int | float) else None)
             jws = self._response(key, token, enc, nonce, wrap_kid, wrapping_key, vault_url,
                                  api_version, explicit_version=bool(version))
         except EnclaveKitError as exc:
@@ -176,9 +178,10 @@ class ReleaseService:
         if nonce is not None and (not isinstance(nonce, str) or len(nonce) > _MAX_NONCE):
             raise KeyParameterError("release body: nonce must be a string of at most 1024 chars")
         enc = body.get("enc") or DEFAULT_ENC
-        if enc not in ENC_ALGORITHMS:
+        if not isinstance(enc, str) or enc not in ENC_ALGORITHMS:
+            found = repr(enc)[:40] if isinstance(enc, str) else f"a {type(enc).__name__}"
             raise KeyParameterError(f"release body: enc must be one of "
-                                    f"{', '.join(ENC_ALGORITHMS)}, found {enc!r}")
+                                    f"{', '.join(ENC_ALGORITHMS)}, found {found}")
         return target, nonce, enc
 
     @staticmethod
@@ -192,16 +195,6 @@ class ReleaseService:
             raise KeyStateError("Operation release is not allowed on an expired key.")
         if not key.exportable or key.release_policy is None:
             raise KeyStateError("Operation release is not allowed on a non-exportable key.")
-
-    def _use_nonce(self, name: str, nonce: str, expires: float) -> None:
-        now = self.verifier_now()
-        with self._lock:
-            if len(self._nonces) > 100_000:
-                self._nonces = {k: t for k, t in self._nonces.items() if t > now}
-            seen = self._nonces.get((name, nonce))
-            if seen is not None and seen > now:
-                raise TokenRejected(f"nonce {nonce[:40]!r} was already used to release this key")
-            self._nonces[(name, nonce)] = expires
 
     def _public_jwk(self, key: KeyVersion, kid: str) -> dict[str, Any]:
         cache_key = (key.name, key.version)

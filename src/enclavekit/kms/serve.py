@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.applications import Starlette
 
-from .._fs import atomic_write
+from .._fs import atomic_write, remove_stale_temps
+from .._guard import Limits, uvicorn_config
 from .._net import DEFAULT_HOST, base_url, listen, serving
 from ..errors import KeyParameterError
 from .app import create_app
@@ -40,6 +42,7 @@ def ensure_tls(data_dir: Path) -> tuple[Path, Path]:
     """The service's certificate and key paths, generating them on first use."""
     tls = data_dir / "tls"
     cert_path, key_path = tls / "cert.pem", tls / "key.pem"
+    remove_stale_temps(tls)
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     tls.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -126,8 +129,6 @@ class ServerThread:
         self._running = contextlib.ExitStack()
 
     def start(self, timeout: float = 20.0) -> ServerThread:
-        import uvicorn
-
         sock = listen(self.host, self.port, error=KeyParameterError)
         self.port = sock.getsockname()[1]
         self._running.enter_context(serving(uvicorn.Server(self._config), sock,
@@ -141,10 +142,7 @@ class ServerThread:
 
 def _config(app: Starlette, certfile: Path | None, keyfile: Path | None) -> Any:
     """The ``uvicorn.Config`` of every key-release server (TLS when given a certificate)."""
-    import uvicorn
-
-    return uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                          ssl_certfile=str(certfile) if certfile else None,
+    return uvicorn_config(app, Limits(), ssl_certfile=str(certfile) if certfile else None,
                           ssl_keyfile=str(keyfile) if keyfile else None)
 
 
@@ -152,8 +150,6 @@ def run(service: KMSService, host: str = "127.0.0.1", port: int = 8443, *,
         on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``service`` over HTTPS in the foreground until interrupted; ``on_ready`` gets the
     base URL (the socket is bound first, so ``port=0`` reports the port it got)."""
-    import uvicorn
-
     sock = listen(host, port, error=KeyParameterError)
     try:
         if on_ready is not None:

@@ -19,6 +19,7 @@ never changes (not by update, not by a new version).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._codec import JSONError, b64url, b64url_decode, strict_json
-from .._fs import atomic_write
+from .._fs import atomic_write, locked_temp, remove_stale_temps
 from ..errors import IntegrityError, KeyNotFound, KeyParameterError, KeyStateError
 from .policy import ReleasePolicy, parse_release_policy
 
@@ -56,6 +57,13 @@ _DEFAULT_OPS: Final = {"RSA": ["encrypt", "decrypt", "sign", "verify", "wrapKey"
                        "EC": ["sign", "verify"],
                        "oct": ["encrypt", "decrypt", "wrapKey", "unwrapKey"]}
 _MAX_TAGS: Final = 15
+_MAX_TIME: Final = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last time an ``nbf``/``exp`` may name."""
+_CREATE_FIELDS: Final = frozenset({"kty", "key_size", "public_exponent", "crv", "key_ops",
+                                   "attributes", "tags", "release_policy"})
+_IMPORT_FIELDS: Final = frozenset({"key", "Hsm", "hsm", "attributes", "tags", "release_policy"})
+_UPDATE_FIELDS: Final = frozenset({"key_ops", "attributes", "tags", "release_policy"})
+_ATTRIBUTE_FIELDS: Final = frozenset({"enabled", "exportable", "nbf", "exp"})
 
 
 def check_name(name: str) -> None:
@@ -197,9 +205,26 @@ def _bool(value: object, what: str, default: bool) -> bool:
 def _time(value: object, what: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise KeyParameterError(f"{what} must be a Unix time in seconds")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TIME:
+        raise KeyParameterError(f"{what} must be a Unix time in seconds (0..{_MAX_TIME})")
     return value
+
+
+def _fields(body: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Refuse a body naming a field Key Vault does not define for this operation."""
+    extra = set(body) - allowed
+    if extra:
+        shown = ", ".join(repr(str(k)[:40]) for k in sorted(extra)[:5])
+        raise KeyParameterError(f"{what}: unknown field(s) {shown}")
+
+
+def _attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    attrs = body.get("attributes")
+    attrs = {} if attrs is None else attrs
+    if not isinstance(attrs, dict):
+        raise KeyParameterError("attributes must be an object")
+    _fields(attrs, _ATTRIBUTE_FIELDS, "attributes")
+    return attrs
 
 
 def _tags(value: object) -> dict[str, str]:
@@ -234,6 +259,8 @@ class KeyStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.keys_dir = self.root / "keys"
         self.keys_dir.mkdir(exist_ok=True, mode=0o700)
+        remove_stale_temps(self.root)  # of writes a kill interrupted (never a live writer's)
+        remove_stale_temps(self.keys_dir)
         self.require_debug_pin = require_debug_pin
         self._aead = AESGCM(self._master_key())
         self._lock = threading.Lock()
@@ -246,14 +273,16 @@ class KeyStore:
         if not path.exists():
             # Written to a temporary file, then linked into place: two services starting at
             # once never see a half-written key, and the second one uses the first one's.
-            tmp = self.root / f".master.key.{os.getpid()}.{secrets.token_hex(4)}"
-            atomic_write(tmp, secrets.token_bytes(32), mode=0o600)
+            fd, tmp = locked_temp(path)
             try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
+                os.fchmod(fd, 0o600)
+                os.write(fd, secrets.token_bytes(32))
+                os.fsync(fd)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
             finally:
-                tmp.unlink()
+                os.unlink(tmp)
+                os.close(fd)
         key = path.read_bytes()
         if len(key) != 32:
             raise IntegrityError(f"master key {path} is {len(key)} bytes, expected 32")
@@ -380,10 +409,7 @@ class KeyStore:
 
     def _common(self, name: str, kty: str, material: bytes, body: Mapping[str, Any]
                 ) -> KeyVersion:
-        attrs = body.get("attributes")
-        attrs = {} if attrs is None else attrs
-        if not isinstance(attrs, dict):
-            raise KeyParameterError("attributes must be an object")
+        attrs = _attributes(body)
         exportable = _bool(attrs.get("exportable"), "attributes.exportable", False)
         now = int(time.time())
         key = KeyVersion(
@@ -405,6 +431,7 @@ class KeyStore:
             KeyStateError: the current version's release policy is immutable and differs.
         """
         check_name(name)
+        _fields(body, _CREATE_FIELDS, "create body")
         kty = body.get("kty")
         if kty not in _KTYS:
             raise KeyParameterError(f"kty must be one of {', '.join(_KTYS)}, found {kty!r}")
@@ -440,6 +467,7 @@ class KeyStore:
             KeyParameterError: the JWK is not a complete, consistent private key.
         """
         check_name(name)
+        _fields(body, _IMPORT_FIELDS, "import body")
         jwk = body.get("key")
         if not isinstance(jwk, dict):
             raise KeyParameterError("key must be a JSON Web Key object")
@@ -460,6 +488,7 @@ class KeyStore:
         """Change attributes, tags, key_ops or the release policy of one version (PATCH).
 
         Raises:
+            KeyParameterError: an unknown field or a value Key Vault would refuse.
             KeyStateError: the release policy is immutable.
         """
         with self._lock:
@@ -468,10 +497,8 @@ class KeyStore:
             if index is None:
                 raise KeyNotFound(f"key {name!r} has no version {version[:40]!r}")
             old = versions[index]
-            attrs = body.get("attributes")
-            attrs = {} if attrs is None else attrs
-            if not isinstance(attrs, dict):
-                raise KeyParameterError("attributes must be an object")
+            _fields(body, _UPDATE_FIELDS, "update body")
+            attrs = _attributes(body)
             if "exportable" in attrs and attrs["exportable"] != old.exportable:
                 raise KeyParameterError("exportable cannot be changed after creation")
             policy = old.release_policy

@@ -50,6 +50,7 @@ __all__ = ["BOOTSTRAP_SOURCE", "IGNORED_SIGNALS", "RUNTIME_MODULES", "compiled_r
 
 RUNTIME_MODULES = (
     "enclavekit/errors.py",
+    "enclavekit/_fs.py",
     "enclavekit/wire/__init__.py",
     "enclavekit/wire/_kinds.py",
     "enclavekit/wire/_faults.py",

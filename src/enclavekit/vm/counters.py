@@ -16,6 +16,7 @@ import os
 import threading
 from pathlib import Path
 
+from .._fs import atomic_write, remove_stale_temps
 from ..errors import CounterError, CounterMismatch, InvalidStructure
 from ..wire import decode_value, encode_value
 from . import protocol as p
@@ -39,6 +40,8 @@ class CounterStore:
         self.max_per_signer = max_per_signer
         self._lock = threading.Lock()
         self._counters: dict[bytes, dict[bytes, tuple[int, bytes]]] = {}
+        if path is not None:
+            remove_stale_temps(path.parent, path.name)  # of a write a kill interrupted
         if path is not None and path.exists():
             self._counters = _parse(path.read_bytes(), str(path))
 
@@ -96,8 +99,6 @@ class CounterStore:
     def _save(self) -> None:
         if self.path is None:
             return
-        from .._fs import atomic_write
-
         doc = {"format": _FORMAT, "signers": {
             signer.hex(): {cid.hex(): [value, tag.hex()] for cid, (value, tag) in mine.items()}
             for signer, mine in self._counters.items()}}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._fs import atomic_write
+from .._fs import atomic_write, remove_stale_temps
 from ..errors import DeviceError, EnclaveKitError, InvalidStructure, ProtocolError, VMError
 from ..sgx.consts import AttributeFlags
 from ..sgx.processor import Processor
@@ -664,6 +664,7 @@ def run(args: argparse.Namespace) -> int:
     vm_dir = store.path(args.vm).parent
     socket_path = os.path.abspath(args.socket)
     lock_fd = _lock_vm(vm_dir, args.vm)
+    remove_stale_temps(vm_dir)  # platform.json, counters.json, device.json
     if args.user:
         uid, gid = users.resolve(args.user)
         users.hand_over(vm_dir, uid, gid)

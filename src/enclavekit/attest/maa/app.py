@@ -18,8 +18,9 @@ Type names match case-insensitively; ``api-version`` is accepted and ignored. Su
 operations answer 200 ``{"token": "<JWT>"}``. Errors answer MAA's CloudError body
 ``{"error": {"code", "message"}}``: 400 for anything wrong with the request (the evidence, the
 binding, the policy), 401 for a policy change not signed by a management certificate, 404/405
-for unknown paths and methods — never a 5xx or ``Retry-After`` for a client's mistake
-(Microsoft's client would silently retry those).
+for unknown paths and methods, 408/414/431 for a request outside :data:`LIMITS` (a slow body,
+a long target, too many or too large headers) — never a 5xx or ``Retry-After`` for a client's
+mistake (Microsoft's client would silently retry those).
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..._codec import strict_json
+from ..._guard import Guard, Limits
 from ..._net import read_body
 from ...errors import (
     AttestationRequestError,
@@ -47,14 +50,22 @@ from ...errors import (
 from .openapi import openapi_document
 from .service import AttestationService
 
-__all__ = ["MAX_BODY", "create_app", "error_status"]
+__all__ = ["LIMITS", "MAX_BODY", "create_app", "error_status"]
 
 MAX_BODY = 1 << 20
 """Largest request body accepted (bytes)."""
+LIMITS = Limits(body=MAX_BODY)
+"""What a request may be (``enclavekit._guard``)."""
+_LIMIT_CODES = {408: "RequestTimeout", 414: "RequestUriTooLong",
+                431: "RequestHeaderFieldsTooLarge"}
 
 
 def _cloud_error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _refused(status: int, message: str) -> JSONResponse:
+    return _cloud_error(status, _LIMIT_CODES.get(status, "InvalidParameter"), message)
 
 
 def error_status(exc: EnclaveKitError) -> tuple[int, str, str]:
@@ -164,4 +175,5 @@ def create_app(service: AttestationService) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={EnclaveKitError: on_error,
-                                                        HTTPException: on_http})
+                                                        HTTPException: on_http},
+                     middleware=[Middleware(Guard, limits=LIMITS, error=_refused)])

@@ -7,6 +7,7 @@ the default host is the loopback address. TLS when a certificate and key are giv
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -16,8 +17,10 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..._guard import uvicorn_config
 from ..._net import DEFAULT_HOST, base_url, listen, serving
 from ...errors import AttestationRequestError
+from .app import LIMITS
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running"]
 
@@ -35,9 +38,8 @@ def _url(sock: socket.socket, tls: bool) -> str:
 def _server(app: ASGIApp, tls_cert: str | None, tls_key: str | None) -> uvicorn.Server:
     if (tls_cert is None) != (tls_key is None):
         raise AttestationRequestError("--tls-cert and --tls-key go together")
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                            ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn_config(app, LIMITS, ssl_certfile=tls_cert,
+                                         ssl_keyfile=tls_key))
 
 
 def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0, *, tls_cert: str | None = None,
@@ -46,7 +48,9 @@ def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0, *, tls_cert: str 
     """Serve until interrupted (SIGINT/SIGTERM); ``on_ready`` gets the URL first.
 
     ``workers`` > 1: that many processes forked after the socket is bound, each serving it
-    (the kernel spreads the connections); the parent forwards SIGINT/SIGTERM and waits.
+    (the kernel spreads the connections); the parent forwards SIGINT/SIGTERM and waits. A
+    worker dies with the parent, however it ends (``kill -9`` included): none is left
+    serving the port.
     """
     if not 1 <= workers <= 64:
         raise AttestationRequestError(f"workers must be in 1..64, found {workers}")
@@ -63,16 +67,30 @@ def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0, *, tls_cert: str 
         sock.close()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` (the forking thread) ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(1)  # serving without the guarantee would leave an orphan bound to the port
+    if os.getppid() != parent:  # the parent died before the prctl: nothing will signal us
+        os._exit(1)
+
+
 def _prefork(app: ASGIApp, sock: socket.socket, tls_cert: str | None, tls_key: str | None,
              workers: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     children: list[int] = []
+    parent = os.getpid()
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve until told to stop, never return into the caller
             code = 1
             try:
+                _die_with(parent)
                 _server(app, tls_cert, tls_key).run(sockets=[sock])
                 code = 0
             finally:

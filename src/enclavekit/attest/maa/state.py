@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from ..._fs import atomic_write
+from ..._fs import atomic_write, remove_stale_temps
 from ...errors import AttestationError, AttestationRequestError
 from ...jose import b64url, b64url_json
 from ..policy import DEFAULT_SGX_POLICY
@@ -219,6 +219,7 @@ class ServiceState:
         path = directory / STATE_FILE
         certs = list(management_certs)
         with _dir_lock(directory):
+            remove_stale_temps(directory)
             if path.exists():
                 state = cls(path, _read(path), common_name)
                 if mode is not None and mode != state.mode:

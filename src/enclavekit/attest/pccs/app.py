@@ -10,7 +10,9 @@
 
 Issuer chains are URL-encoded PEM (signer ‖ root), as PCS sends them. The signed JSON texts are
 embedded byte for byte, so a client can check the signature over what it received. Bad
-parameters get 400 and an unknown FMSPC or CA 404, each with ``{"error": "<what is wrong>"}``.
+parameters (or any request body: every operation is a GET) get 400, a request outside the
+limits of ``enclavekit._guard`` 408/414/431, and an unknown FMSPC or CA 404, each with
+``{"error": "<what is wrong>"}``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from urllib.parse import quote
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..._guard import Guard, Limits
 from ...errors import EnclaveKitError
 from .publish import Publisher
 
@@ -121,4 +125,5 @@ def create_app(publisher: Publisher) -> Starlette:
             Route(f"{PREFIX}/rootcacrl", root_ca_crl, methods=["GET"]),
         ],
         exception_handlers={EnclaveKitError: refused},
+        middleware=[Middleware(Guard, limits=Limits(body=0), error=_error)],
     )

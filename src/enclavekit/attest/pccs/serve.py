@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from ..._guard import Limits, uvicorn_config
 from ..._net import DEFAULT_HOST, base_url, listen, serving
 from ...errors import ProvisioningError
 
@@ -31,8 +32,7 @@ def url_of(sock: socket.socket) -> str:
 
 
 def _server(app: ASGIApp) -> uvicorn.Server:
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn_config(app, Limits(body=0)))
 
 
 def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..._fs import atomic_write
+from ..._fs import atomic_write, remove_stale_temps
 from ...dcap.arch import QE_ISVSVN
 from ...errors import ProvisioningError
 from ...vm.platform import DEFAULT_CPUSVN, DEFAULT_PCESVN, EMULATED_FMSPC
@@ -286,6 +286,7 @@ class StateStore:
     def __init__(self, data_dir: Path) -> None:
         self.dir = Path(data_dir) / "pki"
         self.path = self.dir / STATE_FILE
+        remove_stale_temps(self.dir)  # the state's, the publication's and the PKI's
 
     def load(self, now: datetime | None = None) -> CollateralState:
         """The saved state, or the initial one (not yet saved) when there is none."""

@@ -32,10 +32,14 @@ from .model import (
     Rule,
 )
 
-__all__ = ["FUNCTIONS", "MAX_NESTING", "parse_policy"]
+__all__ = ["FUNCTIONS", "INT_MAX", "INT_MIN", "MAX_NESTING", "parse_policy"]
 
 MAX_NESTING = 32
 """How deeply function calls may nest in one expression."""
+
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+"""The range of an integer literal (64 bits, signed or unsigned)."""
+_MAX_DIGITS = len(str(INT_MAX))
 
 _GRAMMAR = r"""
 start: version section*
@@ -109,6 +113,16 @@ def _fail(at: Position, message: str) -> PolicySyntaxError:
     return PolicySyntaxError(at.line, at.column, message)
 
 
+def _integer(text: str, at: Position) -> int:
+    """An integer literal, refused unless it fits in 64 bits (claims are SVNs, IDs, times)."""
+    digits = text.lstrip("-")
+    # the length first: int() of thousands of digits is slow, and refused past 4,300
+    if len(digits) > _MAX_DIGITS or not INT_MIN <= (value := int(text)) <= INT_MAX:
+        shown = text if len(text) <= 24 else f"{text[:20]}... ({len(digits)} digits)"
+        raise _fail(at, f"integer {shown} is out of range ({INT_MIN}..{INT_MAX})")
+    return value
+
+
 def _describe(token: Token) -> str:
     if token.type == "$END":
         return "end of policy"
@@ -150,7 +164,7 @@ class _Builder:
             except ValueError:
                 return Literal_(raw[1:-1], at)
         if kind == "integer":
-            return Literal_(int(str(node.children[0])), at)
+            return Literal_(_integer(str(node.children[0]), at), at)
         if kind == "claim_prop":
             binding, prop = (str(c) for c in node.children)
             if prop not in PROPERTIES:
