@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -229,3 +230,33 @@ def test_the_samples_themselves_parse() -> None:
     assert decode_value(_VALUE, Record) == _RECORD
     _read_protected(_protected_sample())
     assert json.loads(RELEASE_POLICY)
+
+
+def _jwt(text: str) -> None:
+    _kms_verifier()[0].verify(text)  # type: ignore[attr-defined]
+
+
+def _policy_jws_intake(text: str) -> None:
+    _maa_service().set_policy("SgxEnclave", text, "http://maa.test")  # type: ignore[attr-defined]
+
+
+TARGETS: dict[str, tuple[Callable[[], bytes], Callable[[bytes], object]]] = {
+    "quote": (lambda: QUOTE, Quote.parse),
+    "sigstruct": (lambda: SIGSTRUCT, _sigstruct),
+    "sgxs": (lambda: SGXS, _sgxs),
+    "tcb_info": (lambda: TCB_INFO, TcbInfo.from_json),
+    "qe_identity": (lambda: QE_IDENTITY, QeIdentity.from_json),
+    "attestation_policy": (lambda: DEFAULT_SGX_POLICY.encode(),
+                           lambda b: parse_policy(b.decode("utf-8", "replace"))),
+    "release_policy": (lambda: RELEASE_POLICY,
+                       functools.partial(parse_release_policy, require_debug_pin=False)),
+    "jwt": (lambda: _kms_verifier()[1].encode(), lambda b: _jwt(b.decode("utf-8", "replace"))),
+    "policy_jws": (lambda: _policy_jws().encode(),
+                   lambda b: _policy_jws_intake(b.decode("utf-8", "replace"))),
+    "ecall_arguments": (lambda: _ARGS, _SIGNATURE.decode_args),
+    "ecall_values": (lambda: _VALUE, lambda b: decode_value(b, Record)),
+    "protected_file": (_protected_sample, _read_protected),
+}
+"""Each fuzzed parser: its valid sample and the call that parses bytes like it (text parsers
+decode leniently); ``python -m tests.reliability.fuzz_long`` runs them at length."""
+

@@ -1,0 +1,128 @@
+"""Parser fuzzing, long form: mutated inputs through every fuzzed parser, counted.
+
+``python -m tests.reliability.fuzz_long [--count 1000000] [--only NAME ...] [--workers N]
+[--seed N]`` runs ``--count`` mutated inputs through each parser of
+``tests.reliability.test_fuzz.TARGETS`` (the same parsers and samples as the hypothesis short
+form in CI), with the edits of ``tests.attack.fuzz_qv9`` (replace, insert, delete, truncate,
+splice, one to three per input) plus "interesting" bytes and, one time in twenty, random bytes
+of about the sample's size. Each input ends in a result or a typed refusal (an
+``EnclaveKitError``); anything else is an untyped exception, printed with its input (exit 1).
+An input that takes longer than ``--hang`` seconds (default 2) counts as a hang (exit 1).
+Prints, per parser: inputs, accepted, typed refusals, untyped, hangs, slowest input and rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import sys
+import time
+from collections import Counter
+
+from enclavekit.errors import EnclaveKitError
+
+_INTERESTING = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80",
+                b"{", b"}", b"[", b'"', b"\\", b"-", b"9" * 400, b"e99999", b"\xc3\x28")
+
+
+def mutate(rng: random.Random, sample: bytes) -> bytes:
+    """One to three random edits of ``sample`` (or random bytes, one time in twenty)."""
+    if rng.randrange(20) == 0:
+        return rng.randbytes(rng.randrange(max(len(sample) * 2, 64)))
+    data = bytearray(sample)
+    for _ in range(rng.randint(1, 3)):
+        if not data:
+            data += rng.randbytes(rng.randint(1, 16))
+            continue
+        kind = rng.randrange(6)
+        pos = rng.randrange(len(data))
+        if kind == 0:
+            chunk = rng.randbytes(rng.randint(1, 8))
+            data[pos:pos + len(chunk)] = chunk
+        elif kind == 1:
+            data[pos:pos] = rng.randbytes(rng.randint(1, 8))
+        elif kind == 2:
+            del data[pos:pos + rng.randint(1, 64)]
+        elif kind == 3:
+            del data[pos:]
+        elif kind == 4:
+            start = rng.randrange(len(data))
+            data[pos:pos] = data[start:start + rng.randint(1, 256)]
+        else:
+            data[pos:pos + 1] = rng.choice(_INTERESTING)
+    return bytes(data)
+
+
+def run(name: str, count: int, seed: int, hang: float) -> tuple[Counter[str], float, float]:
+    """Fuzz one parser: the outcome counts, the slowest input's and all inputs' seconds."""
+    from tests.reliability.test_fuzz import TARGETS
+
+    sample_of, parse = TARGETS[name]
+    sample = sample_of()
+    rng = random.Random(seed)
+    outcomes: Counter[str] = Counter()
+    slowest = 0.0
+    began = time.perf_counter()
+    for _ in range(count):
+        data = mutate(rng, sample)
+        start = time.perf_counter()
+        try:
+            parse(data)
+            outcomes["accepted"] += 1
+        except EnclaveKitError:
+            outcomes["typed"] += 1
+        except Exception as exc:  # an untyped crash: the finding this run exists for
+            outcomes["untyped"] += 1
+            print(f"{name}: untyped {type(exc).__name__}: {exc}; input {data.hex()}",
+                  file=sys.stderr, flush=True)
+        took = time.perf_counter() - start
+        slowest = max(slowest, took)
+        if took > hang:
+            outcomes["hangs"] += 1
+            print(f"{name}: an input took {took:.1f} s; input {data.hex()}", file=sys.stderr)
+    return outcomes, slowest, time.perf_counter() - began
+
+
+def _work(args: tuple[str, int, int, float]) -> tuple[str, Counter[str], float, float]:
+    name = args[0]
+    return (name, *run(*args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.reliability.test_fuzz import TARGETS
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=1_000_000, help="inputs per parser")
+    parser.add_argument("--only", nargs="*", choices=sorted(TARGETS), default=None)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--hang", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    names = args.only or sorted(TARGETS)
+    share = -(-args.count // args.workers)
+    jobs = [(name, share, args.seed * 1000 + i, args.hang)
+            for name in names for i in range(args.workers)]
+    totals: dict[str, Counter[str]] = {name: Counter() for name in names}
+    slowest = dict.fromkeys(names, 0.0)
+    rate = dict.fromkeys(names, 0.0)
+    parts = Counter[str]()
+    bad = 0
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        for name, outcomes, slow, seconds in pool.imap_unordered(_work, jobs):
+            totals[name] += outcomes
+            slowest[name] = max(slowest[name], slow)
+            rate[name] += share / max(seconds, 1e-9)
+            parts[name] += 1
+            if parts[name] == args.workers:
+                t = totals[name]
+                bad += t["untyped"] + t["hangs"]
+                print(f"{name}: {share * args.workers:,} inputs, {t['accepted']:,} accepted, "
+                      f"{t['typed']:,} typed refusals, {t['untyped']} untyped, {t['hangs']} "
+                      f"hangs, slowest {slowest[name] * 1e3:.1f} ms, {rate[name]:,.0f}/s",
+                      flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
