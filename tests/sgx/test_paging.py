@@ -46,7 +46,7 @@ def test_seal_open_roundtrip_and_every_bound_input_matters() -> None:
         (v, 5, SecInfo(flags=0x207).to_bytes(), BASE, bytes(40), ct, tag),
         (v, 5, SECINFO, BASE + 4096, bytes(40), ct, tag),
         (v, 5, SECINFO, BASE, b"\1" + bytes(39), ct, tag),
-        (v, 5, SECINFO, BASE, bytes(40), ct[:-1] + b"\0", tag),
+        (v, 5, SECINFO, BASE, bytes(40), ct[:-1] + bytes([ct[-1] ^ 1]), tag),
         (v, 5, SECINFO, BASE, bytes(40), ct, bytes(16)),
         (0, 5, SECINFO, BASE, bytes(40), ct, tag),
     ]
