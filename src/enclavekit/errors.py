@@ -27,6 +27,7 @@
     ├─ DeviceError
     │   ├─ DeviceUnavailable (ConnectionError)
     │   └─ ProtocolError
+    ├─ ServiceNotRunning (ConnectionError)  a local service a command needs is not running
     ├─ AttestationError
     │   ├─ QuoteFormatError (ValueError)
     │   ├─ CertificateChainError
@@ -325,6 +326,11 @@ class DeviceUnavailable(DeviceError, ConnectionError):
 
 class ProtocolError(DeviceError):
     """A device-protocol message is malformed, of an unknown version or out of order."""
+
+
+class ServiceNotRunning(EnclaveKitError, ConnectionError):
+    """A local service a command needs (collateral, attestation) runs from no data directory
+    it was pointed at; the message says which to start."""
 
 
 class AttestationError(EnclaveKitError):

@@ -135,8 +135,10 @@ def test_serve_prints_its_url_and_verifies_quotes_with_the_dcap_verifier(tmp_pat
 def test_serve_refuses_bad_option_combinations(tmp_path: Path) -> None:
     collateral = str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))
     runner = CliRunner()
-    result = runner.invoke(main, ["attest", "serve", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "--pccs URL or --collateral FILE" in result.output
+    result = runner.invoke(main, ["attest", "serve", "--data-dir", str(tmp_path), "--pccs",
+                                  "http://127.0.0.1:9", "--collateral", collateral])
+    assert result.exit_code == 2 and "at most one of --pccs URL or --collateral FILE" in \
+        result.output
     result = runner.invoke(main, ["attest", "serve", "--data-dir", str(tmp_path),
                                   "--collateral", collateral, "--isolated"])
     assert result.exit_code == 1

@@ -56,9 +56,10 @@ def test_list_and_log_refuse_a_directory_without_service_state(tmp_path: Path) -
     assert not (tmp_path / "typo").exists()
 
 
-def test_serve_needs_a_trusted_authority(tmp_path: Path) -> None:
+def test_serve_needs_a_trusted_authority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVEKIT_HOME", str(tmp_path / "home"))  # no attestation service
     code, _, err = run("kms", "serve", "--data-dir", str(tmp_path))
-    assert code == 2 and "--trust-authority" in err
+    assert code == 1 and "ServiceNotRunning" in err and "--trust-authority" in err
 
 
 def test_serve_over_https_prints_url_and_certificate(tmp_path: Path) -> None:

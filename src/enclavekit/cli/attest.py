@@ -117,8 +117,9 @@ def _certs(paths: tuple[str, ...], what: str) -> list[Any]:
               help="Service state: signing keys, policies, management certificates "
                    "(default: <enclavekit data dir>/attest).")
 @click.option("--pccs", "pccs_url", default=None,
-              help="Fetch collateral from this PCS v4-compatible service (e.g. enclavekit pccs "
-                   "serve).")
+              help="Fetch collateral from this PCS v4-compatible service (default, with no "
+                   "--collateral either: the collateral service running from the enclavekit "
+                   "data dir, whose emulation root is then trusted).")
 @click.option("--collateral", "collateral_file", type=click.Path(dir_okay=False, exists=True),
               default=None, help="Use this collateral file (dcap-qvl JSON layout) for every quote.")
 @click.option("--trust-root", "trust_roots", multiple=True,
@@ -143,22 +144,35 @@ def serve(host: str, port: int, tls_cert: str | None, tls_key: str | None,
     """Run the Azure-Attestation-compatible attestation service until interrupted.
 
     Quotes are verified with enclavekit's DCAP verifier against Intel's root (plus any
-    --trust-root) with collateral from --pccs or --collateral. Prints the service URL.
+    --trust-root) with collateral from --pccs or --collateral; with neither, from the
+    collateral service running from the enclavekit data dir, trusting that data dir's
+    emulation root too. Prints the service URL.
     """
     from ..attest.maa import AttestationService, ServiceConfig, create_app
     from ..attest.maa.dcap import DcapAppraiser, FileCollateral, PccsCollateral
     from ..attest.maa.server import run
     from ..dcap.roots import intel_sgx_root_ca
+    from ..vm.datadir import data_dir as default_dir
+    from ..vm.endpoints import local_collateral
 
-    if (pccs_url is None) == (collateral_file is None):
-        raise click.UsageError("give exactly one of --pccs URL or --collateral FILE")
+    if pccs_url is not None and collateral_file is not None:
+        raise click.UsageError("give at most one of --pccs URL or --collateral FILE")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if management_certs and not isolated:
         raise click.UsageError("--management-cert is only used with --isolated")
-    source = (PccsCollateral(pccs_url) if pccs_url is not None
-              else FileCollateral(str(collateral_file)))
+    home = default_dir()
     roots = [intel_sgx_root_ca(), *_certs(trust_roots, "--trust-root")]
+    source: PccsCollateral | FileCollateral
+    if pccs_url is None and collateral_file is None:
+        local = local_collateral(home)
+        click.echo(f"no --pccs or --collateral: collateral from the local collateral service "
+                   f"at {local.url}, trusting the emulation root of {home}", err=True)
+        source, roots = PccsCollateral(local.url), [*roots, local.root]
+    elif pccs_url is not None:
+        source = PccsCollateral(pccs_url)
+    else:
+        source = FileCollateral(str(collateral_file))
     config = ServiceConfig(_service_dir(data_dir), issuer=issuer, token_lifetime=token_lifetime,
                            mode="isolated" if isolated else None,
                            management_certs=tuple(_certs(management_certs,
@@ -171,7 +185,7 @@ def serve(host: str, port: int, tls_cert: str | None, tls_key: str | None,
                    f"{config.data_dir}", err=True)
 
     run(create_app(service), host, port, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready,
-        workers=workers)
+        workers=workers, record_in=home, issuer=issuer)
 
 
 @group.command("rotate-key")

@@ -11,52 +11,23 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ..errors import ManifestError
 from ..host.image import EnclaveFile
 from ..host.layout import build_layout
-from ..host.manifest import MANIFEST_NAME, Manifest, default_python
+from ..host.manifest import Manifest
+from ..host.scaffold import scaffold
 from ..sgx.consts import PAGE_SIZE, AttributeFlags
 from ..sgx.signing import SigningKey
 from ..vm.sku import SKU
 
 _PROGRESS_BYTES = 16 << 20
-_APP = '''"""An example enclave module: everything here runs inside the measured image."""
-
-from __future__ import annotations
-
-# Ecalls will be declared with a decorator; for now, plain typed functions.
-
-
-def greet(name: str) -> str:
-    """Say hello from inside the enclave."""
-    return f"hello, {name}, from the enclave"
-
-
-def add(a: int, b: int) -> int:
-    """Add two numbers inside the enclave."""
-    return a + b
-'''
-
-
-def _toml(name: str) -> str:
-    return (f'name = {json.dumps(name)}\nentry = "app.py"\ntrusted = []\nproduct_id = 0\n'
-            'security_version = 0\n'
-            '# A debug enclave can be read through the debug API: set false before shipping.\n'
-            'debug = true\nheap_size = "1M"\nstack_size = "256K"\n'
-            f'threads = 1\n\n[runtime]\npython = "{default_python()}"\n')
 
 
 @click.command("new")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default=None, help="Enclave name (default: the directory's name).")
 def new(directory: Path, name: str | None) -> None:
-    """Scaffold an enclave app in DIRECTORY: enclave.toml and an example app.py."""
-    if directory.exists() and any(directory.iterdir()):
-        raise ManifestError(f"{directory}: directory is not empty; choose a new or empty one")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MANIFEST_NAME).write_text(_toml(name or directory.resolve().name))
-    (directory / "app.py").write_text(_APP)
-    Manifest.load(directory)  # the scaffold must load (e.g. the name is valid)
+    """Scaffold an enclave app in DIRECTORY: enclave.toml and an example app.py with ecalls."""
+    scaffold(directory, name)
     click.echo(f"created enclave app in {directory}; next: enclavekit build {directory}")
 
 

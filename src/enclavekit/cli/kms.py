@@ -39,7 +39,8 @@ _DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default
 @_DATA_DIR
 @click.option("--trust-authority", "authorities", multiple=True, metavar="URL",
               help="An attestation service whose tokens are trusted (its keys are fetched from "
-                   "URL/certs). Repeat for several.")
+                   "URL/certs). Repeat for several. Default: the attestation service running "
+                   "from the enclavekit data dir.")
 @click.option("--allow-unpinned-debug", is_flag=True,
               help="Accept release policies that do not require x-ms-sgx-is-debuggable == "
                    "false (for non-SGX policies); a warning is printed for each.")
@@ -51,19 +52,27 @@ def serve(host: str, port: int, data_dir: str | None, authorities: tuple[str, ..
     (azure-keyvault-keys: connection_verify=PATH, verify_challenge_resource=False).
     """
     from ..kms.serve import build_service, run
+    from ..kms.tokens import TrustedAuthority
+    from ..vm.datadir import data_dir as default_dir
+    from ..vm.endpoints import local_authority
 
+    home = default_dir()
+    trusted: list[str | TrustedAuthority] = list(authorities)
     if not authorities:
-        raise click.UsageError("give at least one --trust-authority URL")
-    service = build_service(_dir(data_dir), list(authorities),
-                            require_debug_pin=not allow_unpinned_debug)
+        local = local_authority(home)
+        trusted = [TrustedAuthority(local.issuer, jwks_url=f"{local.url}/certs")
+                   if local.issuer else local.url]
+        click.echo(f"no --trust-authority: trusting the local attestation service at "
+                   f"{local.url} (data dir {home})", err=True)
+    service = build_service(_dir(data_dir), trusted, require_debug_pin=not allow_unpinned_debug)
+    names = ", ".join(a.url if isinstance(a, TrustedAuthority) else a for a in trusted)
 
     def ready(url: str) -> None:
         click.echo(f"key-release service at {url}")
         click.echo(f"certificate {service.cert_path}")
-        click.echo(f"trusted authorities: {', '.join(authorities)}; release log "
-                   f"{service.audit.path}", err=True)
+        click.echo(f"trusted authorities: {names}; release log {service.audit.path}", err=True)
 
-    run(service, host, port, on_ready=ready)
+    run(service, host, port, on_ready=ready, record_in=home)
 
 
 @group.group("keys")

@@ -68,7 +68,7 @@ def serve(ctx: click.Context, port: int, host: str, window_days: int | None) -> 
         click.echo(f"collateral service at {url} (PCS v4 paths under /sgx/certification/v4; "
                    "Ctrl-C stops it)")
 
-    run(create_app(publisher), host, port, on_ready=ready)
+    run(create_app(publisher), host, port, on_ready=ready, record_in=_dir(ctx))
 
 
 @group.command("collateral")

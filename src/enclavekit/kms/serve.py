@@ -29,6 +29,7 @@ from .._fs import atomic_write, remove_stale_temps
 from .._guard import Limits, uvicorn_config
 from .._net import DEFAULT_HOST, base_url, listen, serving
 from ..errors import KeyParameterError
+from ..vm.endpoints import KMS, published
 from .app import create_app
 from .audit import AuditLog
 from .release import ReleaseService, ReleaseSigner
@@ -147,14 +148,18 @@ def _config(app: Starlette, certfile: Path | None, keyfile: Path | None) -> Any:
 
 
 def run(service: KMSService, host: str = "127.0.0.1", port: int = 8443, *,
-        on_ready: Callable[[str], None] | None = None) -> None:
+        on_ready: Callable[[str], None] | None = None, record_in: Path | None = None) -> None:
     """Serve ``service`` over HTTPS in the foreground until interrupted; ``on_ready`` gets the
-    base URL (the socket is bound first, so ``port=0`` reports the port it got)."""
+    base URL (the socket is bound first, so ``port=0`` reports the port it got).
+    ``record_in``: the data directory in which to record where it runs
+    (:mod:`enclavekit.vm.endpoints`)."""
     sock = listen(host, port, error=KeyParameterError)
     try:
+        url = base_url(sock, "https")
         if on_ready is not None:
-            on_ready(base_url(sock, "https"))
+            on_ready(url)
         config = _config(service.app, service.cert_path, service.key_path)
-        uvicorn.Server(config).run(sockets=[sock])
+        with published(record_in, KMS, url):
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -20,10 +21,10 @@ from starlette.types import ASGIApp
 from ..._guard import uvicorn_config
 from ..._net import DEFAULT_HOST, base_url, listen, serving
 from ...errors import AttestationRequestError
+from ...vm.endpoints import ATTEST, published
 from .app import LIMITS
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running"]
-
 
 
 def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
@@ -44,25 +45,30 @@ def _server(app: ASGIApp, tls_cert: str | None, tls_key: str | None) -> uvicorn.
 
 def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0, *, tls_cert: str | None = None,
         tls_key: str | None = None, on_ready: Callable[[str], None] | None = None,
-        workers: int = 1) -> None:
+        workers: int = 1, record_in: Path | None = None, issuer: str | None = None) -> None:
     """Serve until interrupted (SIGINT/SIGTERM); ``on_ready`` gets the URL first.
 
     ``workers`` > 1: that many processes forked after the socket is bound, each serving it
     (the kernel spreads the connections); the parent forwards SIGINT/SIGTERM and waits. A
     worker dies with the parent, however it ends (``kill -9`` included): none is left
     serving the port.
+    ``record_in``: the data directory in which to record where this service runs and the
+    ``issuer`` its tokens name when it is not the URL (:mod:`enclavekit.vm.endpoints`), for
+    ``kms serve`` with no ``--trust-authority``.
     """
     if not 1 <= workers <= 64:
         raise AttestationRequestError(f"workers must be in 1..64, found {workers}")
     server = _server(app, tls_cert, tls_key)
     sock = bind(host, port)
     try:
+        url = _url(sock, tls_cert is not None)
         if on_ready is not None:
-            on_ready(_url(sock, tls_cert is not None))
-        if workers == 1:
-            server.run(sockets=[sock])
-        else:
-            _prefork(app, sock, tls_cert, tls_key, workers)
+            on_ready(url)
+        with published(record_in, ATTEST, url, issuer=issuer):
+            if workers == 1:
+                server.run(sockets=[sock])
+            else:
+                _prefork(app, sock, tls_cert, tls_key, workers)
     finally:
         sock.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -16,9 +17,9 @@ from starlette.types import ASGIApp
 from ..._guard import Limits, uvicorn_config
 from ..._net import DEFAULT_HOST, base_url, listen, serving
 from ...errors import ProvisioningError
+from ...vm.endpoints import PCCS, published
 
 __all__ = ["DEFAULT_HOST", "bind", "run", "running", "url_of"]
-
 
 
 def bind(host: str = DEFAULT_HOST, port: int = 0) -> socket.socket:
@@ -36,13 +37,19 @@ def _server(app: ASGIApp) -> uvicorn.Server:
 
 
 def run(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0,
-        on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``app`` until interrupted (SIGINT/SIGTERM); ``on_ready`` gets the URL first."""
+        on_ready: Callable[[str], None] | None = None, *, record_in: Path | None = None) -> None:
+    """Serve ``app`` until interrupted (SIGINT/SIGTERM); ``on_ready`` gets the URL first.
+
+    ``record_in``: the data directory in which to record where this service runs
+    (:mod:`enclavekit.vm.endpoints`), for ``attest serve`` with no collateral flags.
+    """
     sock = bind(host, port)
     try:
+        url = url_of(sock)
         if on_ready is not None:
-            on_ready(url_of(sock))
-        _server(app).run(sockets=[sock])
+            on_ready(url)
+        with published(record_in, PCCS, url):
+            _server(app).run(sockets=[sock])
     finally:
         sock.close()
 
