@@ -8,7 +8,9 @@ splice, one to three per input) plus "interesting" bytes and, one time in twenty
 of about the sample's size. Each input ends in a result or a typed refusal (an
 ``EnclaveKitError``); anything else is an untyped exception, printed with its input (exit 1).
 An input that takes longer than ``--hang`` seconds (default 2) counts as a hang (exit 1).
-Prints, per parser: inputs, accepted, typed refusals, untyped, hangs, slowest input and rate.
+For a token (``jwt``) a changed input that is accepted is a forgery (exit 1); other parsers may
+accept changed inputs (a quote with another byte still parses). Prints, per parser: inputs,
+accepted (of them unchanged), typed refusals, untyped, hangs, slowest input and rate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from enclavekit.errors import EnclaveKitError
 
 _INTERESTING = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80",
                 b"{", b"}", b"[", b'"', b"\\", b"-", b"9" * 400, b"e99999", b"\xc3\x28")
+SIGNED = frozenset({"jwt"})
+"""Parsers of signed inputs: accepting a changed one is a forgery."""
 
 
 def mutate(rng: random.Random, sample: bytes) -> bytes:
@@ -70,6 +74,11 @@ def run(name: str, count: int, seed: int, hang: float) -> tuple[Counter[str], fl
         try:
             parse(data)
             outcomes["accepted"] += 1
+            if data == sample:
+                outcomes["unchanged"] += 1
+            elif name in SIGNED:
+                outcomes["forged"] += 1
+                print(f"{name}: a changed input was accepted: {data.hex()}", file=sys.stderr)
         except EnclaveKitError:
             outcomes["typed"] += 1
         except Exception as exc:  # an untyped crash: the finding this run exists for
@@ -116,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             parts[name] += 1
             if parts[name] == args.workers:
                 t = totals[name]
-                bad += t["untyped"] + t["hangs"]
-                print(f"{name}: {share * args.workers:,} inputs, {t['accepted']:,} accepted, "
-                      f"{t['typed']:,} typed refusals, {t['untyped']} untyped, {t['hangs']} "
-                      f"hangs, slowest {slowest[name] * 1e3:.1f} ms, {rate[name]:,.0f}/s",
-                      flush=True)
+                bad += t["untyped"] + t["hangs"] + t["forged"]
+                forged = f", {t['forged']} forged" if name in SIGNED else ""
+                print(f"{name}: {share * args.workers:,} inputs, {t['accepted']:,} accepted "
+                      f"({t['unchanged']:,} unchanged){forged}, {t['typed']:,} typed refusals, "
+                      f"{t['untyped']} untyped, {t['hangs']} hangs, slowest "
+                      f"{slowest[name] * 1e3:.1f} ms, {rate[name]:,.0f}/s", flush=True)
     return 1 if bad else 0
 
 

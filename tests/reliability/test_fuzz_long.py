@@ -33,3 +33,12 @@ def test_mutations_change_the_sample() -> None:
     sample = bytes(range(256))
     changed = sum(fuzz_long.mutate(rng, sample) != sample for _ in range(200))
     assert changed >= 190
+
+
+def test_a_changed_token_that_is_accepted_counts_as_forged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.reliability import test_fuzz
+
+    monkeypatch.setitem(test_fuzz.TARGETS, "jwt", (lambda: b"a.b.c", lambda data: None))
+    outcomes, _, _ = fuzz_long.run("jwt", 50, 1, 2.0)
+    assert outcomes["forged"] == outcomes["accepted"] - outcomes["unchanged"] > 40
