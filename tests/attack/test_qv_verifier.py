@@ -37,6 +37,7 @@ from enclavekit.errors import (
 )
 from tests.dcap._collateral_sets import cases
 from tests.dcap._forge import AT, COMPS, FMSPC, Forged, forge, pki
+from tests.reliability._mutate import BYTE_EDITS, mutated
 
 TYPED = (QuoteFormatError, CollateralFormatError, VerificationFailed)
 
@@ -336,27 +337,8 @@ _FUZZ_BASE = forge()
 _FUZZ_VERIFIER = Verifier(_FUZZ_BASE.roots)
 
 
-@st.composite
-def _mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(_FUZZ_BASE.quote)
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["replace", "insert", "delete", "truncate", "splice"]))
-        pos = draw(st.integers(0, len(data) - 1))
-        if kind == "replace":
-            chunk = draw(st.binary(min_size=1, max_size=8))
-            data[pos:pos + len(chunk)] = chunk
-        elif kind == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif kind == "delete":
-            del data[pos:pos + draw(st.integers(1, 64))]
-        elif kind == "truncate":
-            del data[pos:]
-        else:
-            other = draw(st.integers(0, len(data) - 1))
-            data[pos:pos + 32] = data[other:other + 32]
-        if not data:
-            break
-    return bytes(data)
+def _mutated() -> st.SearchStrategy[bytes]:
+    return mutated(_FUZZ_BASE.quote, edits=BYTE_EDITS, noise=False)
 
 
 def _fuzz_once(data: bytes) -> None:

@@ -3,10 +3,11 @@
 ``python -m tests.reliability.fuzz_long [--count 1000000] [--only NAME ...] [--workers N]
 [--seed N]`` runs ``--count`` mutated inputs through each parser of
 ``tests.reliability.test_fuzz.TARGETS`` (the same parsers and samples as the hypothesis short
-form in CI), with the edits of ``tests.attack.fuzz_qv9`` (replace, insert, delete, truncate,
-splice, one to three per input) plus "interesting" bytes and, one time in twenty, random bytes
-of about the sample's size. Each input ends in a result or a typed refusal (an
-``EnclaveKitError``); anything else is an untyped exception, printed with its input (exit 1).
+form in CI), with the same edits (``tests.reliability._mutate``: replace, insert, delete,
+truncate, splice, "interesting" bytes, one to three per input, or, one time in twenty, random
+bytes of about the sample's size) drawn from a seeded generator. Each input ends in a result
+or a typed refusal (an ``EnclaveKitError``); anything else is an untyped exception, printed
+with its input (exit 1).
 An input that takes longer than ``--hang`` seconds (default 2) counts as a hang (exit 1).
 For a token (``jwt``) a changed input that is accepted is a forgery (exit 1); other parsers may
 accept changed inputs (a quote with another byte still parses). Prints, per parser: inputs,
@@ -23,39 +24,10 @@ import time
 from collections import Counter
 
 from enclavekit.errors import EnclaveKitError
+from tests.reliability._mutate import mutate
 
-_INTERESTING = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80",
-                b"{", b"}", b"[", b'"', b"\\", b"-", b"9" * 400, b"e99999", b"\xc3\x28")
 SIGNED = frozenset({"jwt"})
 """Parsers of signed inputs: accepting a changed one is a forgery."""
-
-
-def mutate(rng: random.Random, sample: bytes) -> bytes:
-    """One to three random edits of ``sample`` (or random bytes, one time in twenty)."""
-    if rng.randrange(20) == 0:
-        return rng.randbytes(rng.randrange(max(len(sample) * 2, 64)))
-    data = bytearray(sample)
-    for _ in range(rng.randint(1, 3)):
-        if not data:
-            data += rng.randbytes(rng.randint(1, 16))
-            continue
-        kind = rng.randrange(6)
-        pos = rng.randrange(len(data))
-        if kind == 0:
-            chunk = rng.randbytes(rng.randint(1, 8))
-            data[pos:pos + len(chunk)] = chunk
-        elif kind == 1:
-            data[pos:pos] = rng.randbytes(rng.randint(1, 8))
-        elif kind == 2:
-            del data[pos:pos + rng.randint(1, 64)]
-        elif kind == 3:
-            del data[pos:]
-        elif kind == 4:
-            start = rng.randrange(len(data))
-            data[pos:pos] = data[start:start + rng.randint(1, 256)]
-        else:
-            data[pos:pos + 1] = rng.choice(_INTERESTING)
-    return bytes(data)
 
 
 def run(name: str, count: int, seed: int, hang: float) -> tuple[Counter[str], float, float]:
