@@ -118,7 +118,10 @@ def test_demo_checks_the_enclave_with_a_quote(tmp_path: Path) -> None:
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "debuggable False, TCB UpToDate" in out
+    # the default VM is a development platform: its TCB says so and the policy names it
+    assert "debuggable False, TCB ConfigurationNeeded ['EK-DEV-0001']" in out
+    assert "VM default: development platform: the host user holds its secrets" in out
+    assert "development mode: the policy allows advisory EK-DEV-0001 by name" in out
     assert "refuses the same quote (QV-12): CertificateChainError" in out
     assert out.index("joint_stats: token ← attest") < out.index("wrapped key alice")
 
