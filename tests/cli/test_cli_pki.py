@@ -141,10 +141,12 @@ def test_pki_show_prints_the_certified_tcb_and_identity(tmp_path: Path) -> None:
     assert doc["ppid"] == ident.ppid.hex() and doc["cpusvn"] == ident.cpusvn.hex()
     assert doc["tcb_components"] == list(ident.cpusvn) and doc["pcesvn"] == ident.pcesvn
     assert doc["fmspc"] == "00ee0a000000" and doc["pceid"] == "0000" and doc["sgx_type"] == 0
+    assert doc["development"] is True
     assert int(doc["serial"], 16) == prov.pck_certificate("dev").serial_number
     assert "not Intel" in doc["subject"] and "not Intel" in doc["root_subject"]
     assert doc["arch_mrsigner"] == prov.arch_signer().mrsigner().hex()
     code, out, _ = run("pki", "--data-dir", d, "show", "--vm", "dev")
     assert code == 0 and "fmspc           00ee0a000000" in out
+    assert "development platform: the host user holds its secrets" in out  # what the FMSPC says
     code, _, err = run("pki", "--data-dir", d, "show", "--vm", "ghost")
     assert code == 1 and "VMNotFound" in err
