@@ -2,10 +2,11 @@
 
 Flow (``enclavekit.ray.jointstats`` drives it; the host only relays ciphertext):
 
-1. ``join(context, roots_pem, mrenclaves)``: this enclave's hello — a DCAP quote binding an
-   ECDH key made in here to the job (``enclavekit.enclave.peer``).
+1. ``join(context, roots_pem, mrenclaves, advisories)``: this enclave's hello — a DCAP quote
+   binding an ECDH key made in here to the job (``enclavekit.enclave.peer``).
 2. ``accept(peer, hello, collateral)``: verify a peer's quote in here (the job's trust roots,
-   UpToDate, not DEBUG, an admitted MRENCLAVE) and key the channel with it.
+   UpToDate or only the named advisories, not DEBUG, an admitted MRENCLAVE) and key the
+   channel with it.
 3. ``provision(sender_public, wrapped)``: the data owner's key, wrapped to the hello key
    after the owner verified the quote.
 4. ``add_partition(batch, blob)``: a record batch encrypted under the owner's key.
@@ -62,11 +63,15 @@ def _roots(offered: bytes) -> bytes:
 
 
 @ecall
-def join(context: bytes, roots_pem: bytes, mrenclaves: list[bytes]) -> bytes:
+def join(context: bytes, roots_pem: bytes, mrenclaves: list[bytes],
+         advisories: list[str]) -> bytes:
     """Start this enclave's part of the job; returns its hello. ``roots_pem`` may be empty
-    when the build pins ``job_roots.pem``."""
+    when the build pins ``job_roots.pem``; ``advisories`` are the TCB advisory ids the job
+    accepts from a peer's platform (``EK-DEV-0001`` on development platforms), empty for
+    UpToDate only."""
     global _peers
-    _peers = Peers(context, _roots(roots_pem), mrenclaves=mrenclaves or None)
+    _peers = Peers(context, _roots(roots_pem), mrenclaves=mrenclaves or None,
+                   advisories=advisories)
     return _peers.hello()
 
 

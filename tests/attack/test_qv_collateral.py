@@ -77,12 +77,16 @@ def _parse(quote: bytes) -> Quote:
     return Quote.parse(quote)
 
 
+DEV = ("ConfigurationNeeded", ("EK-DEV-0001",))
+"""What a current development platform (VMs a and b) verifies as."""
+
+
 def test_baseline_both_quotes_verify_up_to_date(site: Site, data_dir: Path, service: str,
                                                 clock: Clock) -> None:
     for quote in (site.quote_a, site.quote_b):
         result = verify_quote(quote, fetch_for_quote(service, _parse(quote)),
                               trusted_roots=_roots(data_dir), at=clock.now)
-        assert result.status == "UpToDate"
+        assert (result.status, result.advisory_ids) == DEV
 
 
 def test_qv2_revoked_pck_is_refused_and_only_that_platform(site: Site, data_dir: Path,
@@ -93,7 +97,7 @@ def test_qv2_revoked_pck_is_refused_and_only_that_platform(site: Site, data_dir:
         verify_quote(site.quote_a, fresh, trusted_roots=_roots(data_dir), at=clock.now)
     assert refused.value.check == "pck_revoked"
     ok = verify_quote(site.quote_b, fresh, trusted_roots=_roots(data_dir), at=clock.now)
-    assert ok.status == "UpToDate"
+    assert (ok.status, ok.advisory_ids) == DEV
 
 
 def test_qv2_pre_revocation_crl_is_no_way_around_after_it_expires(
@@ -131,7 +135,7 @@ def test_qv4_stale_collateral_is_refused_and_the_service_serves_fresh(
         verify_quote(site.quote_a, stale_qe, trusted_roots=_roots(data_dir), at=clock.now)
     # asking the service again gives collateral with a new window, which verifies
     assert verify_quote(site.quote_a, fresh, trusted_roots=_roots(data_dir),
-                        at=clock.now).status == "UpToDate"
+                        at=clock.now).status == DEV[0]
 
 
 def test_qv4_collateral_for_another_fmspc_is_refused(site: Site, data_dir: Path, service: str,

@@ -59,7 +59,8 @@ def test_emulated_vm_quote_via_pccs_through_microsofts_client(
     assert result.runtime_claims == json.loads(RUNTIME)
     assert result.is_debuggable is False and result.verifier_type == "sgx"
     _, claims = jwt_parts(token.to_jwt_string())
-    assert claims["x-ms-sgx-tcb-status"] == "UpToDate" and claims["x-ms-sgx-advisory-ids"] == []
+    assert claims["x-ms-sgx-tcb-status"] == "ConfigurationNeeded"  # a development platform
+    assert claims["x-ms-sgx-advisory-ids"] == ["EK-DEV-0001"]
     assert claims["x-ms-sgx-report-data"] == (hashlib.sha256(RUNTIME).digest() + bytes(32)).hex()
     assert set(claims["x-ms-sgx-collateral"]) >= {"quotehash", "tcbinfohash", "qeidhash"}
 

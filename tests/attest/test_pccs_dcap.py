@@ -37,8 +37,9 @@ def test_exported_collateral_parses_as_intels_formats(data_dir: Path) -> None:
     assert (qe.id, qe.isvprodid) == ("QE", 1)
     assert qe.attributes_mask.hex() == "fbffffffffffffff0000000000000000"
     ext = PckExtension.from_certificate(Provisioning.open(data_dir).pck_certificate("a"))
-    level = tcb.match(ext.tcb_components, ext.pcesvn)
-    assert level is not None and level.status == "UpToDate"
+    level = tcb.match(ext.tcb_components, ext.pcesvn)  # VM a is a development platform
+    assert level is not None and level.status == "ConfigurationNeeded"
+    assert level.advisory_ids == ("EK-DEV-0001",)
 
 
 def test_after_recovery_the_old_pck_selects_out_of_date(data_dir: Path) -> None:
@@ -47,11 +48,11 @@ def test_after_recovery_the_old_pck_selects_out_of_date(data_dir: Path) -> None:
     op.recover("a", pcesvn=old.pcesvn + 1, advisory="ENCLAVEKIT-SA-0007")
     tcb = Collateral.from_json(json.dumps(op.collateral("a"))).parse_tcb_info()
     level = tcb.match(old.tcb_components, old.pcesvn)
-    assert level is not None and level.status == "OutOfDate"
-    assert level.advisory_ids == ("ENCLAVEKIT-SA-0007",)
+    assert level is not None and level.status == "OutOfDateConfigurationNeeded"
+    assert level.advisory_ids == ("EK-DEV-0001", "ENCLAVEKIT-SA-0007")
     new = PckExtension.from_certificate(Provisioning.open(data_dir).pck_certificate("a"))
     top = tcb.match(new.tcb_components, new.pcesvn)
-    assert top is not None and top.status == "UpToDate"
+    assert top is not None and top.status == "ConfigurationNeeded"
 
 
 def test_fetching_from_the_service_gives_the_exported_bytes(data_dir: Path) -> None:

@@ -56,8 +56,11 @@ def test_recovery_raises_the_platform_reissues_its_pck_and_publishes(op: Operato
     ext = PckExtension.from_certificate(new_cert)
     assert (ext.pcesvn, ext.tcb_components) == (DEFAULT_PCESVN + 1, tuple(DEFAULT_CPUSVN))
     base = list(DEFAULT_CPUSVN)
-    assert _tcb_levels(op) == [(base, DEFAULT_PCESVN + 1, "UpToDate", []),
-                               (base, DEFAULT_PCESVN, "OutOfDate", ["ENCLAVEKIT-SA-0001"])]
+    # VM "a" is a development platform: its levels are published with EK-DEV-0001
+    assert _tcb_levels(op) == [
+        (base, DEFAULT_PCESVN + 1, "ConfigurationNeeded", ["EK-DEV-0001"]),
+        (base, DEFAULT_PCESVN, "OutOfDateConfigurationNeeded",
+         ["EK-DEV-0001", "ENCLAVEKIT-SA-0001"])]
     after = op.status()
     assert after.state.tcb_evaluation_data_number == done.tcb_evaluation_data_number == 2
     assert json.loads(op.collateral("a")["tcb_info"])["tcbEvaluationDataNumber"] == 2
@@ -74,8 +77,8 @@ def test_recovery_of_cpusvn_components(op: Operator, data_dir: Path) -> None:
     ext = PckExtension.from_certificate(Provisioning.open(data_dir).pck_certificate("a"))
     assert ext.cpusvn == bytes(raised) and ext.tcb_components == tuple(raised)
     levels = _tcb_levels(op)
-    assert levels[0] == (list(raised), DEFAULT_PCESVN, "UpToDate", [])
-    assert levels[1][2:] == ("OutOfDate", ["EK-2"])
+    assert levels[0] == (list(raised), DEFAULT_PCESVN, "ConfigurationNeeded", ["EK-DEV-0001"])
+    assert levels[1][2:] == ("OutOfDateConfigurationNeeded", ["EK-DEV-0001", "EK-2"])
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -120,8 +123,9 @@ def test_a_recovery_interrupted_after_publishing_can_be_finished(
     assert PlatformStore(data_dir).load("a").pcesvn == DEFAULT_PCESVN + 1
     ext = PckExtension.from_certificate(Provisioning.open(data_dir).pck_certificate("a"))
     assert ext.pcesvn == DEFAULT_PCESVN + 1
-    assert [lv[1:3] for lv in _tcb_levels(op)] == [(DEFAULT_PCESVN + 1, "UpToDate"),
-                                                   (DEFAULT_PCESVN, "OutOfDate")]
+    assert [lv[1:3] for lv in _tcb_levels(op)] == [
+        (DEFAULT_PCESVN + 1, "ConfigurationNeeded"),
+        (DEFAULT_PCESVN, "OutOfDateConfigurationNeeded")]
 
 
 def test_revocation_lists_every_pck_the_vm_held(op: Operator, data_dir: Path) -> None:

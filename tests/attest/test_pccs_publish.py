@@ -21,6 +21,7 @@ from enclavekit.attest.pccs.state import CollateralState, StateStore
 from enclavekit.dcap.arch import ARCH_ATTRIBUTES, ARCH_XFRM, QE_ISVPRODID
 from enclavekit.errors import ProvisioningError
 from enclavekit.sgx.consts import AttributeFlags
+from enclavekit.vm.devmode import PLATFORM_FMSPC
 from enclavekit.vm.platform import EMULATED_FMSPC
 from enclavekit.vm.provisioning import Provisioning
 from tests.vectors import vector
@@ -70,20 +71,48 @@ def _key_order(doc: object) -> object:
     return None
 
 
-def test_tcb_info_has_intels_fields_in_intels_order(pub: Publication) -> None:
-    text = pub.tcb_info[FMSPC].text
+@pytest.mark.parametrize("fmspc", [FMSPC, PLATFORM_FMSPC.hex().upper()])
+def test_tcb_info_has_intels_fields_in_intels_order(pub: Publication, fmspc: str) -> None:
+    text = pub.tcb_info[fmspc].text
     ours, intel = json.loads(text), json.loads(_intel("tcb_info"))
-    level = {k: v for k, v in intel["tcbLevels"][0].items() if k != "advisoryIDs"}
+    level = intel["tcbLevels"][0]
+    assert "advisoryIDs" in level
+    if fmspc != FMSPC:  # the platform-mode FMSPC's UpToDate level has no advisories
+        level = {k: v for k, v in level.items() if k != "advisoryIDs"}
     assert _key_order(ours) == _key_order({**intel, "tcbLevels": [level]})
     assert text == json.dumps(ours, separators=(",", ":"))  # compact, as Intel serves it
     assert (ours["id"], ours["version"], ours["tcbType"], ours["fmspc"], ours["pceId"]) == (
-        "SGX", 3, 0, FMSPC, "0000")
+        "SGX", 3, 0, fmspc, "0000")
     assert (ours["issueDate"], ours["nextUpdate"]) == ("2026-03-01T12:00:00Z",
                                                        "2026-03-31T12:00:00Z")
     (level,) = ours["tcbLevels"]
     svns = [c["svn"] for c in level["tcb"]["sgxtcbcomponents"]]
     assert svns == [7, 9, 3, 3, 255, 255, 1] + [0] * 9
-    assert level["tcbStatus"] == "UpToDate" and "advisoryIDs" not in level
+    if fmspc == FMSPC:
+        assert (level["tcbStatus"], level["advisoryIDs"]) == ("ConfigurationNeeded",
+                                                              ["EK-DEV-0001"])
+    else:
+        assert level["tcbStatus"] == "UpToDate" and "advisoryIDs" not in level
+
+
+def test_a_development_fmspc_is_published_configuration_needed_with_ek_dev_0001(
+        pub: Publication) -> None:
+    dev = json.loads(pub.tcb_info[FMSPC].text)["tcbLevels"]
+    assert [(lv["tcbStatus"], lv["advisoryIDs"]) for lv in dev] == [
+        ("ConfigurationNeeded", ["EK-DEV-0001"])]
+    platform = json.loads(pub.tcb_info[PLATFORM_FMSPC.hex().upper()].text)["tcbLevels"]
+    assert [(lv["tcbStatus"], "advisoryIDs" in lv) for lv in platform] == [("UpToDate", False)]
+    # the state keeps what the operator decided; only the publication adds the mark
+    assert CollateralState.initial(T0).levels(EMULATED_FMSPC)[0].status == "UpToDate"
+
+
+def test_a_recovery_on_a_development_fmspc_keeps_the_mark_and_adds_its_advisory() -> None:
+    state = CollateralState.initial(T0).with_recovery(
+        EMULATED_FMSPC, tuple([8, 9, 3, 3, 255, 255, 1, 0] + [0] * 8), 13, "INTEL-SA-00999",
+        "2026-03-02T00:00:00Z")
+    marked = [(lv.status, lv.advisory_ids) for lv in state.published_levels(FMSPC)]
+    assert marked == [("ConfigurationNeeded", ("EK-DEV-0001",)),
+                      ("OutOfDateConfigurationNeeded", ("EK-DEV-0001", "INTEL-SA-00999"))]
 
 
 def test_qe_identity_matches_intels_shape_and_the_emulated_qe(pub: Publication,
@@ -163,7 +192,19 @@ def test_revoked_serials_are_in_the_pck_crl(authority: Provisioning) -> None:
 def test_publication_round_trips_through_its_file(pub: Publication) -> None:
     assert Publication.from_json(pub.to_json()) == pub
     with pytest.raises(ProvisioningError, match="corrupt published-collateral"):
-        Publication.from_json(b'{"format": "enclavekit-pccs-published/1"}')
+        Publication.from_json(b'{"format": "enclavekit-pccs-published/2"}')
+
+
+def test_a_publication_signed_before_the_development_mark_is_signed_again(
+        data_dir: Path, authority: Provisioning) -> None:
+    first = Publisher(data_dir, authority, Clock()).current()
+    old = json.loads(first.to_json())
+    old["format"] = "enclavekit-pccs-published/1"  # as an earlier release wrote it
+    (data_dir / "pki" / "pccs-published.json").write_text(json.dumps(old))
+    again = Publisher(data_dir, authority, Clock()).current()
+    assert again.crl_number == first.crl_number + 1  # a new publication, not the old file
+    level = json.loads(again.tcb_info[FMSPC].text)["tcbLevels"][0]
+    assert level["advisoryIDs"] == ["EK-DEV-0001"]
 
 
 # --------------------------------------------------------------------------- the publisher

@@ -75,7 +75,9 @@ def test_quote_verified_remotely_then_recovered_then_revoked(data_dir: Path, pcc
 
     code, verdict = _verify(data_dir, old_quote, *trust)
     assert code == 0, verdict
-    assert verdict["status"] == "UpToDate" and verdict["advisory_ids"] == []
+    # VM a is a development platform: its quotes carry EK-DEV-0001
+    assert verdict["status"] == "ConfigurationNeeded" and verdict["advisory_ids"] == [
+        "EK-DEV-0001"]
     assert verdict["report_data"] == (nonce + bytes(32)).hex()
     assert verdict["debug"] is False and verdict["fmspc"] == "00ee0a000000"
     assert verdict["pcesvn"] == DEFAULT_PCESVN
@@ -90,14 +92,14 @@ def test_quote_verified_remotely_then_recovered_then_revoked(data_dir: Path, pcc
              "--advisory", "ENCLAVEKIT-SA-0001"))
     code, verdict = _verify(data_dir, old_quote, *trust)
     assert code == 0, verdict  # every check passed; the status says what to think of it
-    assert verdict["status"] == "OutOfDate"
-    assert verdict["advisory_ids"] == ["ENCLAVEKIT-SA-0001"]
+    assert verdict["status"] == "OutOfDateConfigurationNeeded"
+    assert verdict["advisory_ids"] == ["EK-DEV-0001", "ENCLAVEKIT-SA-0001"]
     assert verdict["tcb_evaluation_data_number"] == 2
     # the recovered platform's new quote (a fresh device picks up the new TCB) is UpToDate
     new_quote = tmp_path / "new.quote"
     new_nonce = _sample(data_dir, new_quote)
     code, verdict = _verify(data_dir, new_quote, *trust)
-    assert code == 0 and verdict["status"] == "UpToDate", verdict
+    assert code == 0 and verdict["status"] == "ConfigurationNeeded", verdict
     assert verdict["pcesvn"] == DEFAULT_PCESVN + 1
     assert verdict["report_data"] == (new_nonce + bytes(32)).hex()
 
@@ -137,7 +139,7 @@ def test_a_running_vm_quotes_at_the_recovered_tcb_after_vm_restart(data_dir: Pat
         quote = tmp_path / "after-restart.quote"
         _sample(data_dir, quote)
         code, verdict = _verify(data_dir, quote, *trust)
-        assert code == 0 and verdict["status"] == "UpToDate", verdict
+        assert code == 0 and verdict["status"] == "ConfigurationNeeded", verdict
         assert verdict["tcb_components"] == list(raised)  # the new PCK certificate's TCB
         assert verdict["cpusvn"] == raised.hex()  # and the restarted processor's CPUSVN
     finally:

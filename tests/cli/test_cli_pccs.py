@@ -37,7 +37,8 @@ def test_collateral_writes_the_one_object_json(d: str, tmp_path: Path) -> None:
     assert sorted(doc) == sorted([
         "pck_crl_issuer_chain", "root_ca_crl", "pck_crl", "tcb_info_issuer_chain", "tcb_info",
         "tcb_info_signature", "qe_identity_issuer_chain", "qe_identity", "qe_identity_signature"])
-    assert json.loads(doc["tcb_info"])["tcbLevels"][0]["tcbStatus"] == "UpToDate"
+    level = json.loads(doc["tcb_info"])["tcbLevels"][0]  # VM a is a development platform
+    assert (level["tcbStatus"], level["advisoryIDs"]) == ("ConfigurationNeeded", ["EK-DEV-0001"])
 
 
 def test_recover_revoke_status(d: str) -> None:
@@ -59,9 +60,13 @@ def test_recover_revoke_status(d: str) -> None:
     code, out, _ = run("pccs", "--data-dir", d, "status", "--json")
     status = json.loads(out)
     assert status["tcbEvaluationDataNumber"] == 3
-    assert [lv["tcbStatus"] for lv in status["tcbLevels"]] == ["UpToDate", "OutOfDate",
-                                                                "OutOfDate"]
-    assert status["tcbLevels"][2]["advisoryIDs"] == ["ENCLAVEKIT-SA-0001", "EK-2"]
+    dev = [lv for lv in status["tcbLevels"] if lv["fmspc"] == "00EE0A000000"]
+    assert [lv["tcbStatus"] for lv in dev] == ["ConfigurationNeeded",
+                                               "OutOfDateConfigurationNeeded",
+                                               "OutOfDateConfigurationNeeded"]
+    assert dev[2]["advisoryIDs"] == ["EK-DEV-0001", "ENCLAVEKIT-SA-0001", "EK-2"]
+    platform = [lv for lv in status["tcbLevels"] if lv["fmspc"] == "00EE0B000000"]
+    assert [lv["tcbStatus"] for lv in platform] == ["UpToDate"]
     assert sorted(r["serial"] for r in status["revoked"]) == sorted(serials)
     current = Provisioning.open(Path(d)).pck_certificate("a").serial_number
     assert f"{current:x}" in serials

@@ -118,7 +118,10 @@ def test_demo_checks_the_enclave_with_a_quote(tmp_path: Path) -> None:
                           capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "debuggable False, TCB UpToDate" in out
+    # the default VM is a development platform: its TCB says so and the policy names it
+    assert "debuggable False, TCB ConfigurationNeeded ['EK-DEV-0001']" in out
+    assert "VM default: development platform: the host user holds its secrets" in out
+    assert "development mode: the policy allows advisory EK-DEV-0001 by name" in out
     assert "refuses the same quote (QV-12): CertificateChainError" in out
     assert out.index("joint_stats: token ← attest") < out.index("wrapped key alice")
 
@@ -138,10 +141,12 @@ def test_pki_show_prints_the_certified_tcb_and_identity(tmp_path: Path) -> None:
     assert doc["ppid"] == ident.ppid.hex() and doc["cpusvn"] == ident.cpusvn.hex()
     assert doc["tcb_components"] == list(ident.cpusvn) and doc["pcesvn"] == ident.pcesvn
     assert doc["fmspc"] == "00ee0a000000" and doc["pceid"] == "0000" and doc["sgx_type"] == 0
+    assert doc["development"] is True
     assert int(doc["serial"], 16) == prov.pck_certificate("dev").serial_number
     assert "not Intel" in doc["subject"] and "not Intel" in doc["root_subject"]
     assert doc["arch_mrsigner"] == prov.arch_signer().mrsigner().hex()
     code, out, _ = run("pki", "--data-dir", d, "show", "--vm", "dev")
     assert code == 0 and "fmspc           00ee0a000000" in out
+    assert "development platform: the host user holds its secrets" in out  # what the FMSPC says
     code, _, err = run("pki", "--data-dir", d, "show", "--vm", "ghost")
     assert code == 1 and "VMNotFound" in err

@@ -33,9 +33,15 @@ def test_create_show_list_delete(tmp_path: Path) -> None:
     code, out, _ = run("vm", "--data-dir", d, "show", "dev", "--json")
     shown = json.loads(out)
     assert shown["epc_total_pages"] == 28 * 256
-    assert "secrets" not in out
+    fused = json.loads((tmp_path / "vms" / "dev" / "platform.json").read_text())["secrets"]
+    assert "secrets" not in shown and fused not in out
+    assert shown["development"] is True
+    assert shown["platform"] == "development platform: the host user holds its secrets"
+    code, out, _ = run("vm", "--data-dir", d, "show", "dev")
+    assert code == 0 and "development platform: the host user holds its secrets" in out
+    assert fused not in out
     code, out, _ = run("vm", "--data-dir", d, "list")
-    assert code == 0 and "dev" in out
+    assert code == 0 and "dev" in out and "development" in out
     code, out, _ = run("vm", "--data-dir", d, "delete", "dev", "--yes")
     assert code == 0
     code, _, err = run("vm", "--data-dir", d, "show", "dev")

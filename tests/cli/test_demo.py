@@ -149,11 +149,18 @@ def test_trust_services_run_on_loopback_only(demo: DemoRun) -> None:
 def test_owners_put_their_keys_in_the_key_service_with_the_policy(demo: DemoRun) -> None:
     line = _lines(demo.stdout, r"^\s+release policy: ")[0]
     conditions = json.loads(line.split("release policy: ", 1)[1])
-    claims = {c["claim"]: c for c in conditions}
+    claims = {c["claim"]: c for c in conditions if "claim" in c}
     assert claims["x-ms-sgx-is-debuggable"] == {"claim": "x-ms-sgx-is-debuggable",
                                                 "equals": False}
     assert claims["x-ms-sgx-product-id"]["equals"] == 1
     assert claims["x-ms-sgx-svn"]["greaterOrEquals"] == 1
+    # the default VM is a development platform: the demo says so and names EK-DEV-0001
+    assert "VM default: development platform: the host user holds its secrets" in demo.stdout
+    assert "development mode: the policy allows advisory EK-DEV-0001 by name" in demo.stdout
+    assert conditions[-1] == {"anyOf": [
+        {"claim": "x-ms-sgx-tcb-status", "equals": "UpToDate"},
+        {"allOf": [{"claim": "x-ms-sgx-tcb-status", "notEquals": "Revoked"},
+                   {"claim": "x-ms-sgx-advisories", "equals": "EK-DEV-0001"}]}]}
     mrsigner = re.search(r"MRSIGNER \(demo key\)\s+([0-9a-f]{64})", demo.stdout)
     assert mrsigner and claims["x-ms-sgx-mrsigner"]["equals"] == mrsigner.group(1)
     for owner, name in KEY_NAMES.items():
@@ -168,7 +175,7 @@ def test_keys_released_to_the_production_build_and_refused_to_the_debug_build(
     assert "✓ joint_stats holds the keys of alice, bob" in out
     tokens = _lines(out, r"^\s+token: iss http://127\.0\.0\.1:\d+")
     assert len(tokens) == 2
-    assert "debuggable False, TCB UpToDate" in tokens[0]
+    assert "debuggable False, TCB ConfigurationNeeded ['EK-DEV-0001']" in tokens[0]
     assert "debuggable True" in tokens[1]
     for owner in OWNERS:
         assert _lines(out, rf"host saw\s+joint_stats: wrapped key {owner}\s")
@@ -212,7 +219,8 @@ def test_release_policy_names_signer_product_svn_and_not_debuggable() -> None:
         {"claim": "x-ms-sgx-mrsigner", "equals": signed.mrsigner.hex()},
         {"claim": "x-ms-sgx-product-id", "equals": manifest.to_dict()["product_id"]},
         {"claim": "x-ms-sgx-svn", "greaterOrEquals": manifest.to_dict()["security_version"]},
-        {"claim": "x-ms-sgx-is-debuggable", "equals": False}]
+        {"claim": "x-ms-sgx-is-debuggable", "equals": False},
+        {"claim": "x-ms-sgx-tcb-status", "equals": "UpToDate"}]  # no advisory allowed
     from enclavekit.kms.policy import parse_release_policy
 
     parse_release_policy(json.dumps(policy).encode())  # the key service accepts it

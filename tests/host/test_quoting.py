@@ -270,14 +270,23 @@ def test_quotes_verify_with_the_collateral_service_and_only_under_the_emulated_r
     tests/attest/test_remote_e2e.py); QV-12 both ways for our quotes."""
     from enclavekit.attest.pccs.operator import Operator
     from enclavekit.dcap.collateral import Collateral
+    from enclavekit.dcap.policy import AppraisalPolicy
     from enclavekit.dcap.roots import intel_sgx_root_ca
     from enclavekit.dcap.verify import verify_quote
-    from enclavekit.errors import CertificateChainError
+    from enclavekit.errors import CertificateChainError, VerificationFailed
 
     _, q = _quote(setup, b"remote nonce", version=version)
     collateral = Collateral.from_json(json.dumps(Operator(setup.store.root).collateral("testvm")))
     result = verify_quote(q.to_bytes(), collateral, trusted_roots=[setup.prov.root_certificate])
-    assert result.status == "UpToDate" and result.advisory_ids == ()
+    # a VM a host user created is a development platform: its quotes say so
+    assert result.status == "ConfigurationNeeded" and result.advisory_ids == ("EK-DEV-0001",)
+    with pytest.raises(VerificationFailed, match="tcb_status"):  # the default appraisal
+        AppraisalPolicy().check(result)
+    allowing = AppraisalPolicy.build(allowed_statuses=["UpToDate", "ConfigurationNeeded"],
+                                     allowed_advisory_ids=["EK-DEV-0001"])
+    assert allowing.check(result) is result
+    with pytest.raises(VerificationFailed, match="advisories not allowed: EK-DEV-0001"):
+        AppraisalPolicy.build(allowed_statuses=["ConfigurationNeeded"]).check(result)
     assert result.mrenclave == setup.app.mrenclave and result.mrsigner == setup.app.mrsigner
     assert result.report_data == b"remote nonce".ljust(64, b"\0")
     assert not result.debug
@@ -303,7 +312,8 @@ def test_demo_app_key_transfer_by_quote_and_its_refusals(setup: Setup) -> None:
     examples = Path(__file__).resolve().parents[2] / "examples"
     image = build(examples / "joint_stats").sign(session_signing_key())
     collateral = Collateral.from_json(json.dumps(Operator(setup.store.root).collateral("testvm")))
-    verifier = RemoteVerifier(setup.prov.root_certificate, collateral)
+    verifier = RemoteVerifier(setup.prov.root_certificate, collateral, ("EK-DEV-0001",))
+    strict = RemoteVerifier(setup.prov.root_certificate, collateral)
     assert image.mrsigner is not None
     identity = (image.mrenclave, image.mrsigner)
     keys = {owner: os.urandom(32) for owner in ("alice", "bob")}
@@ -313,8 +323,10 @@ def test_demo_app_key_transfer_by_quote_and_its_refusals(setup: Setup) -> None:
             nonce = os.urandom(32)
             answer = compute.ecalls.quote_for(owner, nonce)
             quote, public = answer[:-32], answer[-32:]
+            with pytest.raises(VerificationFailed, match="tcb_status"):  # a development VM
+                strict.check(quote, *identity, quote_binding(owner, public, nonce))
             result = verifier.check(quote, *identity, quote_binding(owner, public, nonce))
-            assert result.status == "UpToDate" and result.mrenclave == image.mrenclave
+            assert result.status == "ConfigurationNeeded" and result.mrenclave == image.mrenclave
             with pytest.raises(VerificationFailed, match="report_data"):  # a stale nonce
                 verifier.check(quote, *identity, quote_binding(owner, public, os.urandom(32)))
             with pytest.raises(VerificationFailed, match="report_data"):  # the host's key
@@ -357,7 +369,7 @@ def verified(setup: Setup) -> tuple[bytes, Any, Any]:
     _, q = _quote(setup, b"flip me")
     collateral = Collateral.from_json(json.dumps(Operator(setup.store.root).collateral("testvm")))
     verifier = Verifier([setup.prov.root_certificate])
-    assert verifier.verify(q.to_bytes(), collateral).status == "UpToDate"
+    assert verifier.verify(q.to_bytes(), collateral).status == "ConfigurationNeeded"
     return q.to_bytes(), collateral, verifier
 
 

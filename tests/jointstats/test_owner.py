@@ -12,11 +12,11 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from enclavekit.errors import IntegrityError, KeyReleaseError
+from enclavekit.errors import IntegrityError, KeyReleaseError, ReleasePolicyNotSatisfied
 from enclavekit.jointstats.data import OWNERS, all_records, plain_statistics, records
 from enclavekit.jointstats.owner import BATCH, NONCE, encrypt_records, open_result
 from enclavekit.kms.owner import import_key, sgx_release_policy
-from enclavekit.kms.policy import parse_release_policy
+from enclavekit.kms.policy import ReleasePolicy, parse_release_policy
 from enclavekit.kms.serve import KMSService, ServerThread, build_service
 from enclavekit.kms.tokens import TrustedAuthority
 
@@ -67,8 +67,46 @@ def test_the_release_policy_admits_only_production_builds_of_the_signer() -> Non
         {"claim": "x-ms-sgx-mrsigner", "equals": "c2" * 32},
         {"claim": "x-ms-sgx-product-id", "equals": 7},
         {"claim": "x-ms-sgx-svn", "greaterOrEquals": 3},
-        {"claim": "x-ms-sgx-is-debuggable", "equals": False}]}]
+        {"claim": "x-ms-sgx-is-debuggable", "equals": False},
+        {"claim": "x-ms-sgx-tcb-status", "equals": "UpToDate"}]}]
     parse_release_policy(json.dumps(policy).encode())  # the key service's grammar
+
+
+_GOOD = {"x-ms-sgx-mrsigner": "c2" * 32, "x-ms-sgx-product-id": 7, "x-ms-sgx-svn": 3,
+         "x-ms-sgx-is-debuggable": False}
+_DEV = {**_GOOD, "x-ms-sgx-tcb-status": "ConfigurationNeeded",
+        "x-ms-sgx-advisory-ids": ["EK-DEV-0001"], "x-ms-sgx-advisories": "EK-DEV-0001"}
+
+
+def _policy(*allowed: str) -> ReleasePolicy:
+    doc = sgx_release_policy("https://attest.example", mrsigner=b"\xc2" * 32, product_id=7,
+                             min_svn=3, allowed_advisories=allowed)
+    return parse_release_policy(json.dumps(doc).encode())
+
+
+def test_the_default_release_policy_refuses_a_development_platform() -> None:
+    policy = _policy()
+    policy.check("https://attest.example",
+                 {**_GOOD, "x-ms-sgx-tcb-status": "UpToDate", "x-ms-sgx-advisory-ids": []})
+    with pytest.raises(ReleasePolicyNotSatisfied):
+        policy.check("https://attest.example", _DEV)
+    with pytest.raises(ReleasePolicyNotSatisfied):
+        policy.check("https://attest.example", _GOOD)  # no TCB status claim: refused
+
+
+def test_a_release_policy_naming_ek_dev_0001_admits_only_that_advisory() -> None:
+    policy = _policy("EK-DEV-0001")
+    policy.check("https://attest.example", _DEV)
+    for claims in [
+        {**_DEV, "x-ms-sgx-advisories": "EK-DEV-0001,INTEL-SA-00615"},  # one more
+        {**_DEV, "x-ms-sgx-advisories": "INTEL-SA-00615"},
+        {**_DEV, "x-ms-sgx-advisories": ""},
+        {**_DEV, "x-ms-sgx-advisories": ["EK-DEV-0001"]},  # not the string form
+        {**_DEV, "x-ms-sgx-tcb-status": "Revoked"},
+        {**_DEV, "x-ms-sgx-is-debuggable": True},
+    ]:
+        with pytest.raises(ReleasePolicyNotSatisfied):
+            policy.check("https://attest.example", claims)
 
 
 @pytest.fixture(scope="module")

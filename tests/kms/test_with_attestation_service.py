@@ -77,3 +77,45 @@ def test_token_from_enclavekits_attestation_service_releases_the_key(tmp_path: P
     last = list(kms.audit.records())[-1]
     assert last["issuer"] == MAA and "x-ms-sgx-svn greaterOrEquals 2" in last["reason"]
     assert last["enclave"]["x-ms-sgx-mrsigner"] == SDK_MRSIGNER
+
+
+def test_the_default_release_policy_refuses_a_development_platform_unless_it_names_ek_dev_0001(
+        tmp_path: Path) -> None:
+    """A development platform's token (TCB ConfigurationNeeded, advisory EK-DEV-0001): the
+    release is attempted under the default SGX release policy and refused, and released under
+    the same policy naming EK-DEV-0001."""
+    from enclavekit.kms.owner import sgx_release_policy
+
+    def development(quote: bytes) -> Appraisal:
+        return dataclasses.replace(_appraiser(quote), tcb_status="ConfigurationNeeded",
+                                   advisory_ids=("EK-DEV-0001",))
+
+    maa = AttestationService(ServiceConfig(tmp_path / "maa", issuer=MAA), development)
+    maa_http: TestClient = asgi_client(maa, MAA)
+    reply = maa_http.post("/attest/SgxEnclave?api-version=2022-08-01", json={
+        "quote": b64url(sdk_quote()), "runtimeData": {"data": b64url(RUNTIME),
+                                                      "dataType": "JSON"}})
+    assert reply.status_code == 200, reply.text
+    token = reply.json()["token"]
+    kms = build_service(tmp_path / "kms", [],
+                        verifier=TokenVerifier([TrustedAuthority(MAA)], http=maa_http))
+    http = TestClient(kms.app, base_url="https://kms.test",
+                      headers={"Authorization": "Bearer x"})
+    mrsigner = bytes.fromhex(SDK_MRSIGNER)
+    for name, allowed in (("strict", ()), ("dev", ("EK-DEV-0001",))):
+        policy = sgx_release_policy(MAA, mrsigner=mrsigner, product_id=1, min_svn=1,
+                                    allowed_advisories=allowed)
+        r = http.post(f"/keys/{name}/create?api-version=7.4", json={
+            "kty": "RSA-HSM", "attributes": {"exportable": True},
+            "release_policy": policy_body(policy)})
+        assert r.status_code == 200, r.text
+
+    r = http.post("/keys/strict/release?api-version=7.4", json={"target": token})
+    assert r.status_code == 403
+    last = list(kms.audit.records())[-1]
+    assert "x-ms-sgx-tcb-status" in last["reason"]
+    r = http.post("/keys/dev/release?api-version=7.4", json={"target": token})
+    assert r.status_code == 200, r.text
+    _, material = open_release(r.json()["value"], rsa_key("enclave"))
+    assert isinstance(serialization.load_der_private_key(material, password=None),
+                      rsa.RSAPrivateKey)

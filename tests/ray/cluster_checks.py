@@ -21,6 +21,7 @@ from typing import Any
 
 SIZES = ["Standard_DC1s_v2", "Standard_DC2s_v2", "Standard_DC4s_v2"]
 SECRET_INCOME = 987_654_321
+DEV = ["EK-DEV-0001"]  # the advisory of a development platform's quotes, which the job names
 
 
 def _error(exc: BaseException) -> dict[str, str]:
@@ -162,8 +163,8 @@ def main(argv: list[str]) -> int:
                 context = os.urandom(16)
                 roots = job_roots(home)
                 collateral = job_collateral(home, [rogue.vm, aggregator.vm])
-                honest_hello = aggregator.ecalls.join(context, roots, [])
-                rogue_hello = rogue.ecalls.join(context, roots, [])
+                honest_hello = aggregator.ecalls.join(context, roots, [], DEV)
+                rogue_hello = rogue.ecalls.join(context, roots, [], DEV)
                 out: dict[str, Any] = {"debug": rogue.info["debug"]}
                 try:
                     aggregator.ecalls.accept("rogue", rogue_hello, collateral[rogue.vm])
@@ -189,7 +190,8 @@ def main(argv: list[str]) -> int:
             pair = place_spread(image, 2)
             try:
                 mesh = Mesh.attest({"a": pair[0], "b": pair[1]}, os.urandom(16),
-                                   job_roots(home), job_collateral(home, [h.vm for h in pair]))
+                                   job_roots(home), job_collateral(home, [h.vm for h in pair]),
+                                   None, DEV)
                 out: dict[str, Any] = {"fingerprints": len(mesh.fingerprints)}
                 payload = pair[0].ecalls.send("b", 64)
                 bad = bytearray(payload)

@@ -25,6 +25,8 @@ def test_demo_on_three_nodes_equals_the_single_vm_result() -> None:
     assert "3 Ray node(s) on 127.0.0.1" in out
     assert "Standard_DC1s_v2" in out and "Standard_DC4s_v2" in out
     assert "12 quote verifications inside the enclaves" in out
+    assert "development platforms: the host user holds their secrets; the job allows advisory " \
+        "EK-DEV-0001 by name" in out
     assert "✓ equals the single-VM result" in out
 
 

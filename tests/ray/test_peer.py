@@ -20,6 +20,8 @@ from enclavekit.errors import EcallError, IntegrityError, VerificationFailed
 from enclavekit.vm.platform import PlatformStore
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "ray_stats"
+DEV = ["EK-DEV-0001"]
+"""The advisory a development platform's quotes carry: the job names it (both VMs are ones)."""
 
 
 @dataclass
@@ -59,8 +61,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 
 
 def test_two_platforms_attest_each_other_and_talk(pair: Pair) -> None:
-    ha = pair.a.ecalls.join(b"job-1", pair.roots, [])
-    hb = pair.b.ecalls.join(b"job-1", pair.roots, [])
+    ha = pair.a.ecalls.join(b"job-1", pair.roots, [], DEV)
+    hb = pair.b.ecalls.join(b"job-1", pair.roots, [], DEV)
     fa = pair.a.ecalls.accept("b", hb, pair.collateral["pb"])
     fb = pair.b.ecalls.accept("a", ha, pair.collateral["pa"])
     assert fa == fb and len(fa) == 8
@@ -78,19 +80,31 @@ def test_two_platforms_attest_each_other_and_talk(pair: Pair) -> None:
     assert pair.b.ecalls.provision(sender, blob) == 0
 
 
+def test_a_job_that_names_no_advisory_refuses_a_development_platform(pair: Pair) -> None:
+    hb = pair.b.ecalls.join(b"job-dev", pair.roots, [], DEV)
+    pair.a.ecalls.join(b"job-dev", pair.roots, [], [])
+    with pytest.raises(VerificationFailed, match="tcb_status: TCB status ConfigurationNeeded"):
+        pair.a.ecalls.accept("b", hb, pair.collateral["pb"])
+    pair.a.ecalls.join(b"job-dev", pair.roots, [], ["INTEL-SA-00615"])  # another advisory
+    with pytest.raises(VerificationFailed, match="advisories not allowed: EK-DEV-0001"):
+        pair.a.ecalls.accept("b", hb, pair.collateral["pb"])
+    with pytest.raises(VerificationFailed, match="no attested channel"):
+        pair.a.ecalls.send("b", 4)
+
+
 def test_a_hello_for_another_job_or_reflected_is_refused(pair: Pair) -> None:
-    hb = pair.b.ecalls.join(b"job-2", pair.roots, [])
-    pair.a.ecalls.join(b"job-3", pair.roots, [])
+    hb = pair.b.ecalls.join(b"job-2", pair.roots, [], DEV)
+    pair.a.ecalls.join(b"job-3", pair.roots, [], DEV)
     with pytest.raises(VerificationFailed, match="report_data"):
         pair.a.ecalls.accept("b", hb, pair.collateral["pb"])
-    ha = pair.a.ecalls.join(b"job-3", pair.roots, [])
+    ha = pair.a.ecalls.join(b"job-3", pair.roots, [], DEV)
     with pytest.raises(VerificationFailed, match="reflected"):
         pair.a.ecalls.accept("self", ha, pair.collateral["pa"])
 
 
 def test_a_forged_hello_key_is_refused(pair: Pair) -> None:
-    hb = pair.b.ecalls.join(b"job-4", pair.roots, [])
-    pair.a.ecalls.join(b"job-4", pair.roots, [])
+    hb = pair.b.ecalls.join(b"job-4", pair.roots, [], DEV)
+    pair.a.ecalls.join(b"job-4", pair.roots, [], DEV)
     quote, public = split_hello(hb)
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -105,12 +119,12 @@ def test_a_forged_hello_key_is_refused(pair: Pair) -> None:
 def test_another_root_or_another_mrenclave_is_refused(pair: Pair) -> None:
     from enclavekit.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 
-    hr = pair.rogue.ecalls.join(b"job-5", pair.roots, [])
-    pair.a.ecalls.join(b"job-5", pair.roots, [])
+    hr = pair.rogue.ecalls.join(b"job-5", pair.roots, [], DEV)
+    pair.a.ecalls.join(b"job-5", pair.roots, [], DEV)
     with pytest.raises(VerificationFailed, match="mrenclave"):
         pair.a.ecalls.accept("rogue", hr, pair.collateral["pb"])
-    hb = pair.b.ecalls.join(b"job-5", pair.roots, [])
-    pair.a.ecalls.join(b"job-5", INTEL_SGX_ROOT_CA_PEM, [])  # a job trusting Intel only
+    hb = pair.b.ecalls.join(b"job-5", pair.roots, [], DEV)
+    pair.a.ecalls.join(b"job-5", INTEL_SGX_ROOT_CA_PEM, [], DEV)  # a job trusting Intel
     with pytest.raises(VerificationFailed, match=r"root|chain|trusted"):
         pair.a.ecalls.accept("b", hb, pair.collateral["pb"])
     with pytest.raises(VerificationFailed, match="no attested channel"):
@@ -128,6 +142,6 @@ def test_a_build_that_pins_the_job_roots_refuses_others(
     vm = pair.a._vm
     with vm.load(image) as pinned:
         with pytest.raises(EcallError, match="pins its job's trust roots"):
-            pinned.ecalls.join(b"job-6", INTEL_SGX_ROOT_CA_PEM, [])
-        hello = pinned.ecalls.join(b"job-6", b"", [])  # the measured roots
+            pinned.ecalls.join(b"job-6", INTEL_SGX_ROOT_CA_PEM, [], DEV)
+        hello = pinned.ecalls.join(b"job-6", b"", [], DEV)  # the measured roots
         assert len(split_hello(hello)[1]) == 65

@@ -138,7 +138,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     levels = [{"fmspc": fmspc, "components": list(lv.components), "pcesvn": lv.pcesvn,
                "tcbDate": lv.tcb_date, "tcbStatus": lv.status,
                "advisoryIDs": list(lv.advisory_ids)}
-              for fmspc, lvs in state.tcb_levels.items() for lv in lvs]
+              for fmspc in state.tcb_levels for lv in state.published_levels(fmspc)]
     doc = {
         "issueDate": format_time(pub.issue_date), "nextUpdate": format_time(pub.next_update),
         "tcbEvaluationDataNumber": state.tcb_evaluation_data_number,
@@ -154,8 +154,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
                f"tcbEvaluationDataNumber {doc['tcbEvaluationDataNumber']}, "
                f"CRL number {doc['crlNumber']}")
     table = Table("FMSPC", "components", "PCESVN", "tcbDate", "status", "advisories")
-    for fmspc, lvs in state.tcb_levels.items():
-        for lv in lvs:
+    for fmspc in state.tcb_levels:
+        for lv in state.published_levels(fmspc):
             table.add_row(fmspc, " ".join(str(c) for c in lv.components), str(lv.pcesvn),
                           lv.tcb_date, lv.status, ", ".join(lv.advisory_ids) or "-")
     Console(width=200).print(table)

@@ -13,6 +13,7 @@ from .._fs import atomic_write
 from ..dcap.pckext import PckExtension
 from ..errors import VMNotFound
 from ..vm.datadir import data_dir
+from ..vm.devmode import is_development, label
 from ..vm.platform import PlatformStore
 from ..vm.provisioning import Provisioning
 
@@ -84,6 +85,7 @@ def show(ctx: click.Context, vm_name: str, as_json: bool) -> None:
         "ppid": ext.ppid.hex(), "tcb_components": list(ext.tcb_components),
         "pcesvn": ext.pcesvn, "cpusvn": ext.cpusvn.hex(), "pceid": ext.pceid.hex(),
         "fmspc": ext.fmspc.hex(), "sgx_type": ext.sgx_type,
+        "development": is_development(ext.fmspc), "platform": label(is_development(ext.fmspc)),
         "root_subject": prov.root_certificate.subject.rfc4514_string(),
         "root_sha256": sha256(prov.root_certificate),
         "arch_mrsigner": prov.arch_signer().mrsigner().hex(),

@@ -11,6 +11,7 @@ from rich.table import Table
 from ..errors import DeviceUnavailable
 from ..host.vm import VM, VMStatus
 from ..vm.datadir import data_dir
+from ..vm.devmode import label
 from ..vm.platform import PlatformStore
 from ..vm.sku import DEFAULT_SIZE, SKU
 
@@ -70,10 +71,11 @@ def list_vms(ctx: click.Context) -> None:
     if not names:
         click.echo(f"no VMs in {store.root}; create one with 'enclavekit vm create NAME'")
         return
-    table = Table("name", "size", "EPC", "created")
+    table = Table("name", "size", "EPC", "created", "kind")
     for name in names:
         ident = store.load(name)
-        table.add_row(ident.name, ident.size, _epc(ident.sku.epc_mib), ident.created)
+        table.add_row(ident.name, ident.size, _epc(ident.sku.epc_mib), ident.created,
+                      "development" if ident.development else "platform")
     Console().print(table)
 
 
@@ -82,8 +84,9 @@ def list_vms(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def show(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show VM NAME: size, EPC total/used/free, platform identity (never its secrets) and,
-    when its device runs, each enclave with MRENCLAVE, pages used and state."""
+    """Show VM NAME: size, EPC total/used/free, platform identity (never its secrets), whether
+    it is a development platform and, when its device runs, each enclave with MRENCLAVE, pages
+    used and state."""
     ident = _store(ctx).load(name)
     sku = ident.sku
     status = _status(ctx, name)
@@ -95,6 +98,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         "epc_free_pages": status.epc_free_pages if status else sku.epc_pages,
         "cpusvn": ident.cpusvn.hex(), "pcesvn": ident.pcesvn, "ppid": ident.ppid.hex(),
         "fmspc": ident.fmspc.hex(), "pceid": ident.pceid.hex(), "created": ident.created,
+        "development": ident.development, "platform": label(ident.development),
     }
     enclaves = [{"enclave_id": e.enclave_id, "name": e.name, "mrenclave": e.mrenclave.hex(),
                  "mrsigner": e.mrsigner.hex(), "debug": e.debug, "pages": e.pages,

@@ -4,15 +4,16 @@ Each enclave of a job makes an ECDH P-256 key pair in here and a DCAP quote whos
 REPORTDATA is ``SHA-256(label ‖ job context ‖ public key)``: its *hello* (quote ‖ public
 key). Given a peer's hello and the collateral for the peer's platform, :meth:`Peers.accept`
 verifies the quote in here with the DCAP verifier against the job's trust roots, appraises
-it (UpToDate, not DEBUG, one of the admitted MRENCLAVEs, the REPORTDATA binding) and
+it (UpToDate unless the job names the advisories it accepts, not DEBUG, one of the admitted
+MRENCLAVEs, the REPORTDATA binding) and
 derives the pair's channel keys: HKDF-SHA256 over the ECDH secret, salted with both
 quotes' hashes, one AES-256-GCM key per direction. Payloads carry a sequence number in
 their nonce and associated data; :meth:`Peers.open` accepts each number once and in order,
 so a replayed, reordered, truncated or altered payload is refused.
 
 The host relays hellos, collateral and payloads and sees none of the keys. What the trust
-roots and admitted MRENCLAVEs are is the job's decision; pass them from measured data
-(a trusted file) in production, where the host cannot choose them.
+roots, admitted MRENCLAVEs and accepted advisories are is the job's decision; pass them from
+measured data (a trusted file) in production, where the host cannot choose them.
 """
 
 from __future__ import annotations
@@ -75,16 +76,20 @@ class Peers:
     """This enclave's side of a job's mutual attestation and its channels."""
 
     def __init__(self, context: bytes, trusted_roots_pem: bytes, *,
-                 mrenclaves: list[bytes] | None = None) -> None:
+                 mrenclaves: list[bytes] | None = None,
+                 advisories: list[str] | None = None) -> None:
         """``context`` names the job (bound into every hello and key); peers must present
         quotes chaining to ``trusted_roots_pem`` with an MRENCLAVE in ``mrenclaves``
-        (default: this enclave's own)."""
+        (default: this enclave's own), from an UpToDate platform or, when ``advisories``
+        names them, a ConfigurationNeeded one whose every advisory is named (a development
+        platform: ``EK-DEV-0001``)."""
         self.context = bytes(context)
         self._roots_pem = bytes(trusted_roots_pem)
         me = identity()
         self.mrenclave = me.mrenclave
         self.mrsigner = me.mrsigner
         self._admitted = [bytes(m) for m in mrenclaves] if mrenclaves else [me.mrenclave]
+        self._advisories = [str(a) for a in advisories or ()]
         self._key = ec.generate_private_key(ec.SECP256R1())
         self.public = self._key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
@@ -115,7 +120,9 @@ class Peers:
                                      "key (a reflected hello)")
         roots = load_pem_chain(self._roots_pem, "job trust roots")
         result = verify_quote(quote, Collateral.from_json(collateral_json), trusted_roots=roots)
-        AppraisalPolicy.build(mrenclave=self._admitted,
+        statuses = ("UpToDate", "ConfigurationNeeded") if self._advisories else ("UpToDate",)
+        AppraisalPolicy.build(mrenclave=self._admitted, allowed_statuses=statuses,
+                              allowed_advisory_ids=self._advisories,
                               report_data=hello_report_data(self.context, public)).check(result)
         peer_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
         secret = self._key.exchange(ec.ECDH(), peer_key)

@@ -97,17 +97,24 @@ class RemoteVerifier:
 
     root: x509.Certificate
     collateral: Collateral
+    allowed_advisories: tuple[str, ...] = ()
+    """Advisory ids accepted by name on a ConfigurationNeeded platform (``EK-DEV-0001``: a
+    development platform); none means UpToDate only."""
 
     def check(self, quote: bytes, mrenclave: bytes, mrsigner: bytes,
               report_data: bytes) -> VerificationResult:
-        """Verify ``quote`` and appraise it: UpToDate, this MRENCLAVE and MRSIGNER, not
-        DEBUG, REPORTDATA as given.
+        """Verify ``quote`` and appraise it: UpToDate (or only the allowed advisories), this
+        MRENCLAVE and MRSIGNER, not DEBUG, REPORTDATA as given.
 
         Raises:
             VerificationFailed: the appraisal refused it (or a format or chain error).
         """
         result = verify_quote(quote, self.collateral, trusted_roots=[self.root])
+        statuses = ("UpToDate", "ConfigurationNeeded") if self.allowed_advisories else (
+            "UpToDate",)
         policy = AppraisalPolicy.build(mrenclave=[mrenclave], mrsigner=[mrsigner],
+                                       allowed_statuses=statuses,
+                                       allowed_advisory_ids=self.allowed_advisories,
                                        report_data=report_data)
         return policy.check(result)
 

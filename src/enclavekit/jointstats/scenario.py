@@ -36,6 +36,7 @@ import shutil
 import ssl
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ from ..services import Services, trust_services
 from ..sgx.sgxs import write_sgxs
 from ..sgx.signing import SigningKey
 from ..vm.datadir import data_dir
+from ..vm.devmode import DEVELOPMENT_ADVISORY, label
+from ..vm.identity import load_identity
 from .data import FIELDS, OWNERS, plain_statistics, records
 from .events import HostSaw, Outcome, Report, Say, SideBySide, Step, Title, snippet
 from .owner import RemoteVerifier, encrypt_records, open_result
@@ -84,14 +87,17 @@ def examples_dir() -> Path:
     return here
 
 
-def release_policy(authority: str, expected: EnclaveFile) -> dict[str, Any]:
+def release_policy(authority: str, expected: EnclaveFile, *,
+                   allowed_advisories: Sequence[str] = ()) -> dict[str, Any]:
     """The owners' release policy: ``authority`` as the only authority; the compute
-    enclave's MRSIGNER, product id, minimum SVN (those of its SIGSTRUCT), not DEBUG."""
+    enclave's MRSIGNER, product id, minimum SVN (those of its SIGSTRUCT), not DEBUG, an
+    UpToDate platform unless its only advisory is named in ``allowed_advisories``."""
     if expected.sigstruct is None or expected.mrsigner is None:
         raise ManifestError(f"{expected.name}: the enclave file is not signed")
     return sgx_release_policy(authority, mrsigner=expected.mrsigner,
                               product_id=expected.sigstruct.isvprodid,
-                              min_svn=expected.sigstruct.isvsvn)
+                              min_svn=expected.sigstruct.isvsvn,
+                              allowed_advisories=allowed_advisories)
 
 
 def tamper(image: EnclaveFile) -> EnclaveFile:
@@ -172,7 +178,8 @@ def _token_line(token: str) -> str:
     return (f"iss {c.get('iss')}, MRSIGNER {str(c.get('x-ms-sgx-mrsigner'))[:16]}…, "
             f"product id {c.get('x-ms-sgx-product-id')}, SVN {c.get('x-ms-sgx-svn')}, "
             f"debuggable {c.get('x-ms-sgx-is-debuggable')}, TCB "
-            f"{c.get('x-ms-sgx-tcb-status')}, x-ms-runtime key {runtime.get('kty')} "
+            f"{c.get('x-ms-sgx-tcb-status')} {c.get('x-ms-sgx-advisory-ids', [])}, "
+            f"x-ms-runtime key {runtime.get('kty')} "
             f"{runtime.get('kid')}")
 
 
@@ -240,6 +247,9 @@ def _run(report: Report, examples: Path, work: Path, home: Path) -> None:
                f"the DEBUG build has MRENCLAVE {debug_file.mrenclave.hex()[:16]}…, same "
                "MRSIGNER"))
     vm = VM.default()
+    platform = load_identity(vm.data_dir, vm.name)
+    report(Say(f"VM {vm.name}: {label(platform.development)}",
+               "warn" if platform.development else ""))
     with contextlib.ExitStack() as enclaves, contextlib.ExitStack() as stack:
         report(Step("3. Start the trust services on 127.0.0.1"))
         services = stack.enter_context(trust_services(home, work))
@@ -251,8 +261,13 @@ def _run(report: Report, examples: Path, work: Path, home: Path) -> None:
 
         report(Step("4. Alice and Bob put their keys in the key-release service, with a "
                     "release policy"))
-        policy = release_policy(services.attest_url, expected)
+        allowed = (DEVELOPMENT_ADVISORY,) if platform.development else ()
+        policy = release_policy(services.attest_url, expected, allowed_advisories=allowed)
         report(Say("release policy: " + json.dumps(policy["anyOf"][0]["allOf"])))
+        if allowed:
+            report(Say(f"development mode: the policy allows advisory {DEVELOPMENT_ADVISORY} by "
+                       "name (a development platform's TCB status, ConfigurationNeeded), which "
+                       "a production policy would refuse", "warn"))
         for owner in OWNERS:
             kid = import_key(services.kms_url, KEY_NAMES[owner], keys[owner], policy,
                              cafile=services.kms.cert_path)

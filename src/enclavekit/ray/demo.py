@@ -67,7 +67,7 @@ def _inside(report: Report, count: int, examples: Path | None) -> Outcome:
         pin_roots,
         reference_statistics,
     )
-    from .mesh import job_roots
+    from .mesh import job_advisories, job_roots
     from .placement import place, place_spread
 
     started = time.monotonic()
@@ -80,6 +80,10 @@ def _inside(report: Report, count: int, examples: Path | None) -> Outcome:
             report(Say(f"{count} Ray node(s) on 127.0.0.1, one VM each: " + ", ".join(
                 f"{vm} ({size})" for vm, size in zip(cluster.vm_names, sizes, strict=True)),
                 "item"))
+            advisories = job_advisories(cluster.data_dir, cluster.vm_names)
+            if advisories:
+                report(Say(f"development platforms: the host user holds their secrets; the "
+                           f"job allows advisory {', '.join(advisories)} by name", "warn"))
             # the job's root (the data directory's emulation root) measured into the build
             pinned = pin_roots(job_roots(cluster.data_dir), Path(tmp) / "ray_stats", app)
             image = enclavekit.build(pinned).sign(enclavekit.SigningKey.generate())

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ..errors import VerificationFailed
 from ..jointstats.data import all_records, plain_statistics
 from .actor import EnclaveHandle, get
-from .mesh import Mesh, job_collateral, job_roots
+from .mesh import Mesh, job_advisories, job_collateral, job_roots
 
 __all__ = ["AGGREGATOR", "JobResult", "all_records", "app_dir", "owner_verify",
            "partitioned_job", "pin_roots", "reference_statistics"]
@@ -66,9 +66,10 @@ def _aad(kind: str, extra: str = "") -> bytes:
 
 
 def owner_verify(hello: bytes, context: bytes, roots_pem: bytes, collateral: str,
-                 mrenclave: bytes) -> bytes:
+                 mrenclave: bytes, advisories: list[str] | None = None) -> bytes:
     """The data owner's check of an enclave's hello (DCAP verifier with the job's root,
-    UpToDate, the expected MRENCLAVE, not DEBUG, the key bound); returns the hello key."""
+    UpToDate — or ConfigurationNeeded with only the ``advisories`` named, a development
+    platform — the expected MRENCLAVE, not DEBUG, the key bound); returns the hello key."""
     from ..dcap.collateral import Collateral
     from ..dcap.policy import AppraisalPolicy
     from ..dcap.roots import load_pem_chain
@@ -78,7 +79,9 @@ def owner_verify(hello: bytes, context: bytes, roots_pem: bytes, collateral: str
     quote, public = split_hello(hello)
     result = verify_quote(quote, Collateral.from_json(collateral),
                           trusted_roots=load_pem_chain(roots_pem, "job trust roots"))
-    AppraisalPolicy.build(mrenclave=[mrenclave],
+    statuses = ("UpToDate", "ConfigurationNeeded") if advisories else ("UpToDate",)
+    AppraisalPolicy.build(mrenclave=[mrenclave], allowed_statuses=statuses,
+                          allowed_advisory_ids=advisories or (),
                           report_data=hello_report_data(context, public)).check(result)
     return public
 
@@ -119,10 +122,11 @@ def partitioned_job(workers: list[EnclaveHandle], aggregator: EnclaveHandle,
     context = os.urandom(16)
     roots = job_roots(data_dir)
     collateral = job_collateral(data_dir, [h.vm for h in members.values()])
-    mesh = Mesh.attest(members, context, roots, collateral, [expected])
+    advisories = job_advisories(data_dir, [h.vm for h in members.values()])
+    mesh = Mesh.attest(members, context, roots, collateral, [expected], advisories)
     for name, handle in members.items():
         public = owner_verify(mesh.hellos[name], context, roots, collateral[handle.vm],
-                              expected)
+                              expected, advisories)
         from ..enclave.peer import wrap_secret
 
         handle.ecalls.provision(*wrap_secret(context, public, key))

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..errors import VerificationFailed
 from .actor import EnclaveHandle, get
 
-__all__ = ["Mesh", "job_collateral", "job_roots"]
+__all__ = ["Mesh", "job_advisories", "job_collateral", "job_roots"]
 
 
 def job_roots(data_dir: str | os.PathLike[str]) -> bytes:
@@ -38,6 +38,16 @@ def job_collateral(data_dir: str | os.PathLike[str], vms: list[str]) -> dict[str
     return {vm: json.dumps(operator.collateral(vm)) for vm in sorted(set(vms))}
 
 
+def job_advisories(data_dir: str | os.PathLike[str], vms: list[str]) -> list[str]:
+    """The TCB advisory ids the job accepts by name: ``EK-DEV-0001`` when one of its VMs is a
+    development platform (enclavekit.vm.devmode), else none (UpToDate only)."""
+    from ..vm.devmode import DEVELOPMENT_ADVISORY
+    from ..vm.identity import load_identity
+
+    development = any(load_identity(Path(data_dir), vm).development for vm in set(vms))
+    return [DEVELOPMENT_ADVISORY] if development else []
+
+
 @dataclass
 class Mesh:
     """The attested enclaves of one job, by name, and their channel fingerprints."""
@@ -48,7 +58,8 @@ class Mesh:
 
     @classmethod
     def attest(cls, members: dict[str, EnclaveHandle], context: bytes, roots_pem: bytes,
-               collateral: dict[str, str], mrenclaves: list[bytes] | None = None) -> Mesh:
+               collateral: dict[str, str], mrenclaves: list[bytes] | None = None,
+               advisories: list[str] | None = None) -> Mesh:
         """Every member verifies every other (in its enclave) before any data moves.
 
         Raises:
@@ -56,7 +67,8 @@ class Mesh:
                 DEBUG or binding), or the two sides of a channel disagree.
         """
         mesh = cls(dict(members))
-        refs = {name: h.ecalls.join.remote(context, roots_pem, list(mrenclaves or []))
+        refs = {name: h.ecalls.join.remote(context, roots_pem, list(mrenclaves or []),
+                                           list(advisories or []))
                 for name, h in members.items()}
         for name, ref in refs.items():
             mesh.hellos[name] = get(ref, where=members[name].where)

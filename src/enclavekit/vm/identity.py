@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InvalidStructure, VMNotFound
 from ..sgx.keys import FusedSecrets
+from .devmode import PLATFORM_FMSPC, is_development
 from .sku import SKU
 
 __all__ = ["DEFAULT_CPUSVN", "DEFAULT_PCESVN", "EMULATED_FMSPC", "PCEID", "PlatformIdentity",
@@ -31,7 +32,8 @@ DEFAULT_CPUSVN = bytes([7, 9, 3, 3, 255, 255, 1, 0] + [0] * 8)
 """CPUSVN of a new emulated platform, as 16 components (the same decomposition as TCB info)."""
 DEFAULT_PCESVN = 13
 EMULATED_FMSPC = bytes.fromhex("00ee0a000000")
-"""The family-model-stepping-platform id of every emulated platform (no Intel FMSPC uses 0xEE)."""
+"""The family-model-stepping-platform id of an emulated *development* platform, the kind every
+VM created today is (no Intel FMSPC uses 0xEE; :mod:`enclavekit.vm.devmode`)."""
 PCEID = bytes(2)
 
 
@@ -64,14 +66,21 @@ class PlatformIdentity:
         """The VM size this platform emulates."""
         return SKU.get(self.size)
 
+    @property
+    def development(self) -> bool:
+        """Whether this is a development platform: one whose fused secrets a host user holds
+        (the rule and why: :mod:`enclavekit.vm.devmode`)."""
+        return is_development(self.fmspc)
+
     @classmethod
-    def new(cls, name: str, size: str) -> PlatformIdentity:
-        """A fresh platform with random fused secrets and PPID."""
+    def new(cls, name: str, size: str, *, development: bool = True) -> PlatformIdentity:
+        """A fresh platform with random fused secrets and PPID; a development platform unless
+        ``development`` is false (only for an identity no host user will ever read)."""
         sku = SKU.get(size)
         return cls(
             name=check_name(name), size=sku.name, secrets=FusedSecrets.generate(),
             cpusvn=DEFAULT_CPUSVN, pcesvn=DEFAULT_PCESVN, ppid=_secrets.token_bytes(16),
-            fmspc=EMULATED_FMSPC, pceid=PCEID,
+            fmspc=EMULATED_FMSPC if development else PLATFORM_FMSPC, pceid=PCEID,
             created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
 

@@ -9,7 +9,9 @@ the quote and of each collateral item), ``x-ms-attestation-type`` ``"sgx"``, ``x
 
 enclavekit additions (MAA names no TCB claims for SGX): ``x-ms-sgx-tcb-status`` (the TCB level
 status the verifier found, e.g. ``UpToDate``, ``SWHardeningNeeded``) and
-``x-ms-sgx-advisory-ids`` (list of Intel advisory ids), present when the verifier reports them.
+``x-ms-sgx-advisory-ids`` (list of Intel advisory ids) and ``x-ms-sgx-advisories`` (the same ids
+sorted and joined by ``,``: one string a release policy can compare), present when the verifier
+reports them.
 
 From the request: ``x-ms-sgx-ehd`` (+ legacy ``maa-ehd``, ``aas-ehd``) for Binary runtime data,
 ``x-ms-runtime`` / ``x-ms-inittime`` (the parsed JSON) for JSON data, ``nonce``.
@@ -30,7 +32,8 @@ from ...sgx.structs import ReportBody
 from ..policy import Claim, Evaluation, policy_hash
 from .tokens import new_jti, time_claims
 
-__all__ = ["Appraisal", "HeldData", "incoming_claims", "quote_claims", "token_claims"]
+__all__ = ["Appraisal", "HeldData", "advisories_claim", "incoming_claims", "quote_claims",
+           "token_claims"]
 
 _DEBUG = 0x2
 _LEGACY_ALIASES = {"x-ms-sgx-is-debuggable": "$is-debuggable",
@@ -86,7 +89,15 @@ def quote_claims(appraisal: Appraisal) -> dict[str, Any]:
     if appraisal.tcb_status is not None:
         claims["x-ms-sgx-tcb-status"] = appraisal.tcb_status
         claims["x-ms-sgx-advisory-ids"] = list(appraisal.advisory_ids)
+        claims["x-ms-sgx-advisories"] = advisories_claim(appraisal.advisory_ids)
     return claims
+
+
+def advisories_claim(advisory_ids: tuple[str, ...]) -> str:
+    """``x-ms-sgx-advisories``: the advisory ids sorted, unique, joined by ``,`` (``""`` for
+    none) — one string, so a Key Vault release policy, whose grammar compares scalars only,
+    can name the exact set it accepts (``"EK-DEV-0001"``)."""
+    return ",".join(sorted(set(advisory_ids)))
 
 
 def held_claims(runtime: HeldData | None, inittime: HeldData | None) -> dict[str, Any]:

@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 PUBLISHED_FILE = "pccs-published.json"
-_FORMAT = "enclavekit-pccs-published/1"
+_FORMAT = "enclavekit-pccs-published/2"
+_SUPERSEDED = frozenset({"enclavekit-pccs-published/1"})
+"""Formats of publications signed before development platforms were marked (re-signed)."""
 
 QE_MISCSELECT = bytes(4)
 QE_MISCSELECT_MASK = b"\xff" * 4
@@ -212,9 +214,9 @@ def publish(state: CollateralState, authority: Provisioning, now: datetime) -> P
     pce_id = "0000"
     tcb_info = {
         fmspc: _sign(authority.tcb_signing_key, tcb_info_text(
-            levels, fmspc=fmspc, pce_id=pce_id, eval_number=state.tcb_evaluation_data_number,
-            issue=issue, next_update=until))
-        for fmspc, levels in state.tcb_levels.items()
+            state.published_levels(fmspc), fmspc=fmspc, pce_id=pce_id,
+            eval_number=state.tcb_evaluation_data_number, issue=issue, next_update=until))
+        for fmspc in state.tcb_levels
     }
     qe = _sign(authority.tcb_signing_key, qe_identity_text(
         state, mrsigner=authority.arch_signer().mrsigner(), issue=issue, next_update=until))
@@ -231,6 +233,15 @@ def publish(state: CollateralState, authority: Provisioning, now: datetime) -> P
                                            authority.root_certificate),
         tcb_info_issuer_chain=_issuer_chain(authority.tcb_signing_certificate,
                                             authority.root_certificate))
+
+
+def _superseded(data: bytes) -> bool:
+    """Whether a published file has a format from before the current one."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("format") in _SUPERSEDED
 
 
 Clock = Callable[[], datetime]
@@ -284,9 +295,12 @@ class Publisher:
 
     def _load(self) -> Publication | None:
         try:
-            return Publication.from_json(self.path.read_bytes())
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        if _superseded(data):
+            return None  # signed without the development mark: sign a new one
+        return Publication.from_json(data)
 
     def current(self) -> Publication:
         """The publication in force now, signing a new one first if the old one is stale."""

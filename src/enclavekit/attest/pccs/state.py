@@ -23,6 +23,7 @@ from typing import Any
 from ..._fs import atomic_write, remove_stale_temps
 from ...dcap.arch import QE_ISVSVN
 from ...errors import ProvisioningError
+from ...vm.devmode import PLATFORM_FMSPC, development_level, is_development
 from ...vm.platform import DEFAULT_CPUSVN, DEFAULT_PCESVN, EMULATED_FMSPC
 
 __all__ = [
@@ -162,11 +163,14 @@ class CollateralState:
 
     @classmethod
     def initial(cls, now: datetime) -> CollateralState:
-        """A fresh service: the emulated FMSPC at the default TCB, UpToDate; the QE UpToDate."""
+        """A fresh service: the development and the platform-mode FMSPC at the default TCB,
+        UpToDate (the development one is published marked: :meth:`published_levels`); the QE
+        UpToDate."""
         date = format_time(now.replace(hour=0, minute=0, second=0, microsecond=0))
         level = TcbLevel(tuple(DEFAULT_CPUSVN), DEFAULT_PCESVN, date, "UpToDate")
         return cls(revision=1, tcb_evaluation_data_number=1,
-                   tcb_levels={EMULATED_FMSPC.hex().upper(): (level,)},
+                   tcb_levels={EMULATED_FMSPC.hex().upper(): (level,),
+                               PLATFORM_FMSPC.hex().upper(): (level,)},
                    qe_levels=(QeLevel(QE_ISVSVN, date, "UpToDate"),))
 
     @property
@@ -185,6 +189,19 @@ class CollateralState:
             return self.tcb_levels[fmspc.hex().upper()]
         except KeyError:
             raise ProvisioningError(f"no TCB info for FMSPC {fmspc.hex().upper()}") from None
+
+    def published_levels(self, fmspc: str) -> tuple[TcbLevel, ...]:
+        """The TCB levels of ``fmspc`` (12 hex digits) as they are published: those of a
+        development platform's FMSPC with "configuration needed" added to their status and the
+        advisory EK-DEV-0001 (:func:`enclavekit.vm.devmode.development_level`)."""
+        levels = self.tcb_levels[fmspc.upper()]
+        if not is_development(bytes.fromhex(fmspc)):
+            return levels
+        marked = []
+        for lv in levels:
+            status, ids = development_level(lv.status, lv.advisory_ids)
+            marked.append(replace(lv, status=status, advisory_ids=ids))
+        return tuple(marked)
 
     def with_recovery(self, fmspc: bytes, components: tuple[int, ...], pcesvn: int,
                       advisory: str, date: str) -> CollateralState:
