@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
+from enclavekit.enclave import importer
 from enclavekit.enclave.importer import PinnedFinder, parse_bundle
 from enclavekit.vm.bootstrap import runtime_files
 
@@ -62,3 +65,20 @@ def test_runtime_pin_covers_the_runtime() -> None:
     assert "enclavekit/enclave/importer.py" in pin and "msgpack/__init__.py" in pin
     assert any(k.startswith("cryptography/") and k.endswith(".so") for k in pin)
     assert not any(k.startswith("enclavekit/host/") for k in pin)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="no memfd_create on this host")
+def test_an_extension_is_loaded_from_a_sealed_copy_that_cannot_be_rewritten() -> None:
+    spec = importer._extension_spec("ek_probe", b"checked bytes", "/nonexistent/ek_probe.so")
+    assert spec.origin is not None and spec.origin.startswith("/proc/self/fd/")
+    fd = int(spec.origin.rsplit("/", 1)[1])
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SEAL
+        with pytest.raises(PermissionError):
+            os.pwrite(fd, b"other bytes!!", 0)  # the attack: change them after the check
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)
+        assert os.pread(fd, 64, 0) == b"checked bytes"
+    finally:
+        os.close(fd)

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -236,6 +237,9 @@ def _extension_spec(fullname: str, data: bytes, path: str) -> importlib.machiner
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if hasattr(fcntl, "F_ADD_SEALS"):  # the checked bytes cannot change before dlopen
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK
+                        | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
         load_path = f"/proc/self/fd/{fd}"
     loader = importlib.machinery.ExtensionFileLoader(fullname, load_path)
     spec = importlib.util.spec_from_file_location(fullname, load_path, loader=loader)
