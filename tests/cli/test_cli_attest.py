@@ -161,6 +161,19 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def _url_and_workers(proc: subprocess.Popen[str], count: int) -> tuple[str, list[int]]:
+    """The URL a ``--workers`` server printed and its worker pids, once all have started."""
+    assert proc.stdout is not None
+    url = proc.stdout.readline().split(" at ")[1].strip()
+    workers: list[int] = []
+    deadline = time.monotonic() + 10
+    while len(workers) < count and time.monotonic() < deadline:
+        workers = _children(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) == count
+    return url, workers
+
+
 def test_serve_with_workers_shares_policy_and_keys_and_stops_every_worker(
         tmp_path: Path) -> None:
     from enclavekit.attest.policy import PERMIT_ALL_POLICY
@@ -169,13 +182,7 @@ def test_serve_with_workers_shares_policy_and_keys_and_stops_every_worker(
                    "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))])
     workers: list[int] = []
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().split(" at ")[1].strip()
-        deadline = time.monotonic() + 10
-        while len(workers) < 2 and time.monotonic() < deadline:
-            workers = _children(proc.pid)
-            time.sleep(0.05)
-        assert len(workers) == 2
+        url, workers = _url_and_workers(proc, 2)
         for _ in range(100):
             try:
                 kids = {tuple(k["kid"] for k in httpx.get(f"{url}/certs").json()["keys"])
@@ -300,13 +307,7 @@ def test_workers_die_with_a_parent_killed_by_sigkill_and_the_port_is_free_again(
                    "--collateral", str(vector("phala_dcap_qvl/sgx_quote_collateral.json"))])
     workers: list[int] = []
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().split(" at ")[1].strip()
-        deadline = time.monotonic() + 10
-        while len(workers) < 2 and time.monotonic() < deadline:
-            workers = _children(proc.pid)
-            time.sleep(0.05)
-        assert len(workers) == 2
+        url, workers = _url_and_workers(proc, 2)
         proc.kill()  # SIGKILL: the parent gets no chance to stop its workers
         proc.wait()
         deadline = time.monotonic() + 10
