@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,14 +46,20 @@ def _policy(min_svn: int) -> dict[str, object]:
         {"claim": "x-ms-sgx-is-debuggable", "equals": False}]}]}
 
 
-def test_token_from_enclavekits_attestation_service_releases_the_key(tmp_path: Path) -> None:
-    maa = AttestationService(ServiceConfig(tmp_path / "maa", issuer=MAA), _appraiser)
+def _attest(tmp_path: Path, appraiser: Callable[[bytes], Appraisal]) -> tuple[str, TestClient]:
+    """A token for the SDK quote from an attestation service with ``appraiser``, and a client
+    of that service (the key service fetches its certificates through it)."""
+    maa = AttestationService(ServiceConfig(tmp_path / "maa", issuer=MAA), appraiser)
     maa_http: TestClient = asgi_client(maa, MAA)
     reply = maa_http.post("/attest/SgxEnclave?api-version=2022-08-01", json={
         "quote": b64url(sdk_quote()), "runtimeData": {"data": b64url(RUNTIME),
                                                       "dataType": "JSON"}})
     assert reply.status_code == 200, reply.text
-    token = reply.json()["token"]
+    return reply.json()["token"], maa_http
+
+
+def test_token_from_enclavekits_attestation_service_releases_the_key(tmp_path: Path) -> None:
+    token, maa_http = _attest(tmp_path, _appraiser)
 
     verifier = TokenVerifier([TrustedAuthority(MAA)], http=maa_http)  # fetches MAA/certs
     kms = build_service(tmp_path / "kms", [], verifier=verifier)
@@ -90,13 +97,7 @@ def test_the_default_release_policy_refuses_a_development_platform_unless_it_nam
         return dataclasses.replace(_appraiser(quote), tcb_status="ConfigurationNeeded",
                                    advisory_ids=("EK-DEV-0001",))
 
-    maa = AttestationService(ServiceConfig(tmp_path / "maa", issuer=MAA), development)
-    maa_http: TestClient = asgi_client(maa, MAA)
-    reply = maa_http.post("/attest/SgxEnclave?api-version=2022-08-01", json={
-        "quote": b64url(sdk_quote()), "runtimeData": {"data": b64url(RUNTIME),
-                                                      "dataType": "JSON"}})
-    assert reply.status_code == 200, reply.text
-    token = reply.json()["token"]
+    token, maa_http = _attest(tmp_path, development)
     kms = build_service(tmp_path / "kms", [],
                         verifier=TokenVerifier([TrustedAuthority(MAA)], http=maa_http))
     http = TestClient(kms.app, base_url="https://kms.test",
