@@ -80,6 +80,25 @@ def _raw_wrap_rate(seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _start_kms(data_dir: Path, authority_url: str, env: dict[str, str] | None = None
+               ) -> tuple[subprocess.Popen[str], str, ssl.SSLContext]:
+    """``enclavekit kms serve`` trusting ``authority_url``: the process, its URL and a TLS
+    context trusting the certificate it printed (the caller stops the process)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enclavekit", "kms", "serve", "--port", "0", "--data-dir",
+         str(data_dir), "--trust-authority", authority_url],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+        cert = proc.stdout.readline().strip().removeprefix("certificate ")
+        return proc, url, ssl.create_default_context(cafile=cert)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def main(argv: list[str]) -> int:
     short = "--short" in argv
     duration = 2.0 if short else 20.0
@@ -90,15 +109,8 @@ def main(argv: list[str]) -> int:
     authority = ServerThread(authority_app).start()
     authority_url = f"http://127.0.0.1:{authority.port}"
     data_dir = Path(tempfile.mkdtemp(prefix="bench-kms-"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "enclavekit", "kms", "serve", "--port", "0", "--data-dir",
-         str(data_dir), "--trust-authority", authority_url],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc, url, context = _start_kms(data_dir, authority_url)
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
-        cert = proc.stdout.readline().strip().removeprefix("certificate ")
-        context = ssl.create_default_context(cafile=cert)
         headers = {"Authorization": "Bearer bench"}
         policy = {"anyOf": [{"authority": authority_url, "allOf": [
             {"claim": "x-ms-sgx-mrsigner", "equals": "c2" * 32},

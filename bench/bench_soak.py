@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import _common
-from bench_release import _client, _jwk, _token
+from bench_release import _client, _jwk, _start_kms, _token
 from enclavekit._codec import b64url
 from enclavekit.kms.serve import ServerThread
 from enclavekit.vm.platform import EMULATED_FMSPC
@@ -190,15 +190,8 @@ def _soak_kms(home: Path, env: dict[str, str], seconds: float) -> tuple[float, f
     authority = ServerThread(Starlette(routes=[Route("/certs", lambda r: JSONResponse(jwks))]))
     authority.start()
     authority_url = f"http://127.0.0.1:{authority.port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "enclavekit", "kms", "serve", "--port", "0", "--data-dir",
-         str(home / "kms"), "--trust-authority", authority_url],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc, url, context = _start_kms(home / "kms", authority_url, env)
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
-        cert = proc.stdout.readline().strip().removeprefix("certificate ")
-        context = ssl.create_default_context(cafile=cert)
         headers = {"Authorization": "Bearer soak"}
         policy = {"anyOf": [{"authority": authority_url, "allOf": [
             {"claim": "x-ms-sgx-mrsigner", "equals": "c2" * 32},
